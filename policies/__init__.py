@@ -1,0 +1,1 @@
+"""The model side: load a VLM + processor (+LoRA), chat rendering with the thinking switch, tiny models."""

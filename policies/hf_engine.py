@@ -1,0 +1,107 @@
+"""An Engine over transformers `generate`: the baseline the vLLM rollout pool is measured against.
+
+Implements the `rollouts.protocol.Engine` protocol in-process on a loaded policy. Used by the
+smoke stage, by benchmarks (transformers generate vs the pool) and wherever a run is configured
+with `rollout.backend: hf`. Prompts are batched with left padding.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from policies.chat import render_prompt
+from policies.scoring import HFScorer
+from rollouts.types import Completion, Rollout, RolloutRequest, ScoreRequest, ScoreResult
+
+
+class HFEngine:
+    def __init__(self, model: Any, processor: Any, max_tokens: dict[str, int] | None = None, version: int = 0):
+        self.model = model
+        self.processor = processor
+        self.max_tokens = max_tokens or {"deep": 64, "fast": 16}
+        self.version = version
+        self._scorer = HFScorer(model, processor, version)
+
+    def _batch(self, requests: list[RolloutRequest]) -> tuple[list[str], Any]:
+        texts = [render_prompt(self.processor, r.messages, r.mode, len(r.images)) for r in requests]
+        images = [list(r.images) for r in requests]
+        tok = self.processor.tokenizer
+        side, tok.padding_side = tok.padding_side, "left"
+        try:
+            batch = self.processor(
+                text=texts, images=images if any(images) else None, return_tensors="pt", padding=True
+            )
+        finally:
+            tok.padding_side = side
+        return texts, batch.to(self.model.device)
+
+    def generate(self, requests: list[RolloutRequest]) -> list[Rollout]:
+        """Sample each request's `n` completions; requests sharing settings run as one batch."""
+        import torch
+
+        if not requests:
+            return []
+        t0 = time.perf_counter()
+        first = requests[0]
+        sp = first.sampling
+        max_new = sp.max_tokens or max(self.max_tokens[r.mode] for r in requests)
+        n = max(r.n for r in requests)
+        texts, batch = self._batch(requests)
+        if sp.seed is not None:
+            torch.manual_seed(sp.seed)
+        greedy = sp.temperature <= 0
+        with torch.no_grad():
+            out = self.model.generate(
+                **batch,
+                max_new_tokens=max_new,
+                do_sample=not greedy,
+                temperature=None if greedy else sp.temperature,
+                top_p=None if greedy else sp.top_p,
+                top_k=None if greedy or sp.top_k <= 0 else sp.top_k,
+                num_return_sequences=n,
+                output_scores=True,
+                return_dict_in_generate=True,
+                pad_token_id=self.processor.tokenizer.pad_token_id,
+            )
+        prompt_len = batch["input_ids"].shape[1]
+        seqs = out.sequences[:, prompt_len:]
+        logp = torch.stack(out.scores, dim=1).float().log_softmax(-1)  # [B*n, T, V], processed scores
+        tok_lp = logp.gather(-1, seqs[..., None]).squeeze(-1)
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos])
+        dt = time.perf_counter() - t0
+        rollouts = []
+        for i, req in enumerate(requests):
+            mask = batch["attention_mask"][i].bool()
+            prompt_ids = batch["input_ids"][i][mask].tolist()
+            comps = []
+            for j in range(req.n):
+                row = i * n + j
+                ids = seqs[row].tolist()
+                cut = next((k + 1 for k, t in enumerate(ids) if t in eos_ids), len(ids))
+                finish = "stop" if cut < len(ids) or (ids and ids[-1] in eos_ids) else "length"
+                body = [t for t in ids[:cut] if t not in eos_ids]
+                text = self.processor.tokenizer.decode(body, skip_special_tokens=False)
+                comps.append(Completion(text, ids[:cut], tok_lp[row, :cut].tolist(), finish))
+            rollouts.append(
+                Rollout(req.request_id, req.mode, texts[i], prompt_ids, comps, self.version, "hf", None, {"generate_s": dt})
+            )
+        return rollouts
+
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        self._scorer.version = self.version
+        return self._scorer.score(requests)
+
+    def update_weights(self, named_tensors: list[tuple[str, Any]], version: int) -> int:
+        import torch
+
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, tensor in named_tensors:
+                params[name].copy_(tensor)
+        self.version = version
+        return version
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": True, "version": self.version, "backend": "hf"}

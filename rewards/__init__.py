@@ -1,0 +1,1 @@
+"""Pure, batched reward functions (TRL signature), RLPR, RLAIF-V feedback and hallucination metrics."""

@@ -1,0 +1,1 @@
+"""Driver, stages and experiment entry points of the multimodal RL pipeline (imports without Ray/vLLM)."""

@@ -1,0 +1,1 @@
+"""Dataset generation and loading (embedded Shapes set, user parquet/JSONL/hub data)."""

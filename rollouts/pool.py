@@ -1,0 +1,193 @@
+"""The rollout pool: N Ray actors, each owning an in-process vLLM engine.
+
+- Requests are spread by load (sampled tokens outstanding per actor) and results come back in
+  request order.
+- Weight sync pushes the trainer's trainable parameters to every actor under a new version and
+  checks that every actor confirms it.
+- Faults: an actor that dies mid-call is restarted by Ray (`max_restarts`), caught up to the
+  current weights version, and its unfinished requests are retried; after `max_failures` deaths
+  in one call the pool raises `PoolError`. A request the engine cannot serve comes back with
+  `Rollout.error` set and does not fail the batch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rollouts.config import RolloutConfig
+from rollouts.ray_utils import ACTOR_ENV
+from rollouts.types import Rollout, RolloutRequest, ScoreRequest, ScoreResult
+from rollouts.weight_sync import NcclTransport, RayTransport, SyncPayload, collect_trainable
+
+
+class PoolError(RuntimeError):
+    """The pool cannot serve: too many actor deaths, or a version mismatch after a sync."""
+
+
+@dataclass
+class SyncStats:
+    version: int
+    seconds: float
+    num_bytes: int
+    num_tensors: int
+    skipped_frozen: int
+
+    @property
+    def gb_per_s(self) -> float:
+        return self.num_bytes / 1e9 / max(self.seconds, 1e-9)
+
+
+@dataclass
+class PoolStats:
+    actor_deaths: int = 0
+    retried_chunks: int = 0
+    syncs: list[SyncStats] = field(default_factory=list)
+
+
+def _cost(req: RolloutRequest, cfg: RolloutConfig) -> int:
+    return req.n * (req.sampling.max_tokens or cfg.max_tokens[req.mode])
+
+
+def spread(costs: list[int], num_actors: int) -> list[list[int]]:
+    """Greedy longest-first assignment of items to the least-loaded actor (indices per actor)."""
+    loads = [0] * num_actors
+    plan: list[list[int]] = [[] for _ in range(num_actors)]
+    for i in sorted(range(len(costs)), key=lambda k: -costs[k]):
+        a = min(range(num_actors), key=lambda k: loads[k])
+        plan[a].append(i)
+        loads[a] += costs[i]
+    return [sorted(p) for p in plan]
+
+
+class RolloutPool:
+    def __init__(self, model_path: str, cfg: RolloutConfig, seed: int | None = None):
+        import ray
+
+        from rollouts.vllm_engine import VLLMEngine
+
+        self.cfg = cfg
+        self.version = 0
+        self.stats = PoolStats()
+        env = dict(ACTOR_ENV, VLLM_CPU_KVCACHE_SPACE=str(max(1, int(cfg.kv_cache_gib))))
+        actor_cls = ray.remote(VLLMEngine).options(
+            num_cpus=cfg.num_cpus_per_actor,
+            num_gpus=cfg.num_gpus_per_actor,
+            max_restarts=cfg.max_restarts,
+            max_task_retries=0,  # we retry ourselves, after catching the actor up
+            runtime_env={"env_vars": env},
+        )
+        base = cfg.seed if seed is None else seed
+        self.actors = [actor_cls.remote(model_path, cfg, f"rollout-{i}", base + i) for i in range(cfg.num_actors)]
+        ray.get([a.health.remote() for a in self.actors])
+        if cfg.sync.transport == "nccl":
+            world = 1 + cfg.num_actors * cfg.tensor_parallel_size
+            port = cfg.sync.nccl_port or _free_port()
+            self.transport: Any = NcclTransport(_trainer_address(), port, world, cfg.sync.timeout_s)
+        else:
+            self.transport = RayTransport(cfg.sync.bucket_mb, cfg.sync.timeout_s)
+
+    # ------------------------------------------------------------------ calls with fault handling
+    def _run(self, method: str, items: list[Any], costs: list[int]) -> list[Any]:
+        import ray
+        from ray.exceptions import RayActorError
+
+        out: list[Any] = [None] * len(items)
+        plan = spread(costs, len(self.actors))
+        pending = {}
+        for a, idx in enumerate(plan):
+            if idx:
+                pending[getattr(self.actors[a], method).remote([items[i] for i in idx])] = (a, idx)
+        failures = 0
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            ref = done[0]
+            a, idx = pending.pop(ref)
+            try:
+                for i, res in zip(idx, ray.get(ref)):
+                    out[i] = res
+            except RayActorError as exc:
+                failures += 1
+                self.stats.actor_deaths += 1
+                if failures > self.cfg.max_failures:
+                    raise PoolError(
+                        f"rollout actor {a} died {failures} times in one call (rollout.max_failures="
+                        f"{self.cfg.max_failures}); last error: {exc}"
+                    ) from exc
+                self._catch_up(a)
+                self.stats.retried_chunks += 1
+                pending[getattr(self.actors[a], method).remote([items[i] for i in idx])] = (a, idx)
+        return out
+
+    def _catch_up(self, a: int, timeout_s: float = 300.0) -> None:
+        """Wait for Ray to restart actor `a`, then reload the current weights version into it."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                health = ray.get(self.actors[a].health.remote(), timeout=timeout_s)
+                break
+            except RayActorError as exc:
+                if time.monotonic() > deadline:
+                    raise PoolError(f"rollout actor {a} did not come back after a restart: {exc}") from exc
+                time.sleep(1.0)
+        if health["version"] != self.version:
+            if not isinstance(self.transport, RayTransport) or not self.transport.last_refs:
+                raise PoolError(
+                    f"rollout actor {a} restarted at v{health['version']} and cannot be caught up to "
+                    f"v{self.version} (transport {self.cfg.sync.transport}); resume the run from its last checkpoint"
+                )
+            got = ray.get(self.transport.catch_up_call(self.actors[a]), timeout=timeout_s)
+            if got != self.version:
+                raise PoolError(f"rollout actor {a} came back at v{got}, expected v{self.version}")
+
+    # ------------------------------------------------------------------ public API
+    def generate(self, requests: list[RolloutRequest]) -> list[Rollout]:
+        return self._run("generate", requests, [_cost(r, self.cfg) for r in requests])
+
+    def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
+        return self._run("score", requests, [len(r.token_ids) for r in requests])
+
+    def sync_from_model(self, model: Any) -> SyncStats:
+        """Push the model's trainable parameters (merged LoRA for peft models) as version + 1."""
+        return self.sync(collect_trainable(model, self.version + 1, to_cpu=self.cfg.sync.transport == "ray"))
+
+    def sync(self, payload: SyncPayload) -> SyncStats:
+        t0 = time.perf_counter()
+        versions = self.transport.send(self.actors, payload)
+        dt = time.perf_counter() - t0
+        if any(v != payload.version for v in versions):
+            raise PoolError(f"weight sync to v{payload.version} not confirmed: actors report {versions}")
+        self.version = payload.version
+        stats = SyncStats(payload.version, dt, payload.num_bytes, len(payload.names), len(payload.skipped_frozen))
+        self.stats.syncs.append(stats)
+        return stats
+
+    def health(self) -> list[dict[str, Any]]:
+        import ray
+
+        return ray.get([a.health.remote() for a in self.actors])
+
+    def shutdown(self) -> None:
+        import ray
+
+        for a in self.actors:
+            ray.kill(a, no_restart=True)
+        self.actors = []
+
+
+def _trainer_address() -> str:
+    import ray
+
+    return ray.util.get_node_ip_address()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

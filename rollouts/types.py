@@ -1,0 +1,101 @@
+"""Typed data that crosses Ray boundaries: rollout requests, rollouts, scoring requests.
+
+Plain dataclasses with no Ray/vLLM imports, so `rl/` and `rewards/` can use them in unit tests.
+Images travel as PIL images (picklable); token ids as plain int lists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Mode = Literal["deep", "fast"]
+MODES: tuple[Mode, Mode] = ("deep", "fast")
+
+
+@dataclass
+class SamplingSettings:
+    """Decoding settings of one request; `max_tokens=None` takes the per-mode cap of the pool."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    max_tokens: int | None = None
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    logprobs: bool = True
+
+
+@dataclass
+class RolloutRequest:
+    """One prompt to sample `n` completions for, all in the same thinking `mode`."""
+
+    request_id: str
+    messages: list[dict[str, Any]]  # chat messages; image blocks as {"type": "image"}
+    images: list[Any]  # PIL images, in the order of the image blocks
+    mode: Mode = "deep"
+    n: int = 1
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+
+
+@dataclass
+class Completion:
+    """One sampled completion of a request."""
+
+    text: str
+    completion_ids: list[int]  # [T]
+    logprobs: list[float]  # [T] sampler log-prob of each completion token
+    finish_reason: str  # "stop" | "length" | "error"
+
+
+@dataclass
+class Rollout:
+    """The result of one RolloutRequest: `n` completions sampled under one weights version."""
+
+    request_id: str
+    mode: Mode
+    prompt_text: str
+    prompt_ids: list[int]  # [P] as the engine saw them (image tokens expanded)
+    completions: list[Completion]
+    version: int  # weights version every completion was sampled with
+    actor: str = ""
+    error: str | None = None  # set when the request could not be served; completions empty
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class ScoreRequest:
+    """Teacher-forced scoring of a fixed token sequence (RLPR, yes/no labelling).
+
+    The engine returns the log-probability of every token at positions >= `target_start`,
+    computed from logits divided by `temperature`.
+    """
+
+    token_ids: list[int]  # [L] full sequence, image tokens expanded
+    images: list[Any]
+    target_start: int  # first scored position (0 < target_start <= L)
+    temperature: float = 1.0
+    request_id: str = ""
+
+
+@dataclass
+class ScoreResult:
+    """Log-probs of `token_ids[target_start:]` for one ScoreRequest (or an error)."""
+
+    logprobs: list[float]  # [L - target_start]
+    version: int = 0
+    error: str | None = None
+
+
+@dataclass
+class WeightBucket:
+    """A slice of a weight update: named tensors for one version, sent together."""
+
+    version: int
+    names: list[str]
+    tensors: list[Any]  # torch tensors, same order as names
+    last: bool = False  # the receiver applies the update and bumps its version on the last one

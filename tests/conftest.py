@@ -1,0 +1,51 @@
+"""Shared fixtures: one tiny model per session, one in-process vLLM engine per session.
+
+Environment set here before anything imports vLLM or Ray: engines stay in-process (fast start,
+in-place weight reload) and Ray stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """The embedded tiny Idefics3 model, built once per test session."""
+    from policies.tiny import build_tiny_model
+
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny_model") / "model", seed=0, size="tiny"))
+
+
+@pytest.fixture(scope="session")
+def shapes_small():
+    """A small Shapes DatasetDict shared by tests that only read it."""
+    from rl.data.shapes import make_shapes
+
+    return make_shapes(num_train_images=24, num_heldout_images=8, questions_per_image=2, seed=3)
+
+
+@pytest.fixture(scope="session")
+def vllm_llm(tiny_model_dir):
+    """One in-process vLLM engine on the tiny model (fp32, eager) for the whole session."""
+    from vllm import LLM
+
+    llm = LLM(
+        model=tiny_model_dir,
+        dtype="float32",
+        max_model_len=1024,
+        seed=0,
+        enforce_eager=True,
+        limit_mm_per_prompt={"image": 1},
+    )
+    yield llm
