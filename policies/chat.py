@@ -80,3 +80,10 @@ def split_completion(text: str) -> tuple[str | None, str]:
         think = head.split(THINK_OPEN, 1)[1] if THINK_OPEN in head else head
         return think, answer
     return None, text
+
+
+def encode_prompt(processor: Any, messages: list[dict[str, Any]], images: list[Any], mode: str) -> list[int]:
+    """Token ids of the generation prompt in `mode`, image placeholders expanded as the model sees them."""
+    text = render_prompt(processor, messages, mode, len(images))
+    batch = processor(text=[text], images=[list(images)] if images else None, add_special_tokens=False)
+    return [int(t) for t in batch["input_ids"][0]]

@@ -246,7 +246,7 @@ class RLPRReward:
             fills it from the initial policy), "current" (recompute r' every call) or "none".
         temperature: the rollout temperature; log-probs come from logits / temperature.
 
-    Columns: `answer` (y*, None → reward None), `prompt_ids` (token ids of the generation
+    Columns: `answer` (y*; a list uses its first entry; None → reward None), `prompt_ids` (token ids of the generation
     prompt as the engine saw it), `images`, `mode`. `last_breakdown` holds one `RLPRScore` (or
     None) per completion of the last call; `last_stats` the call's counts; `totals` running ones.
     A per-item scorer error gives that item 0.0 (counted in `errors`), not an exception; an
@@ -374,14 +374,15 @@ class RLPRReward:
         memo: dict[int, str] = {}
         plans: list[_RowPlan | None] = []
         for i in range(n):
-            if references[i] is None:
+            reference = _first_reference(references[i])
+            if reference is None:
                 plans.append(None)
                 continue
             if prompt_ids[i] is None:
                 raise ValueError("RLPR needs the `prompt_ids` column (the generation prompt's token ids)")
             plans.append(
                 self._plan_row(
-                    batch, texts[i], str(references[i]), prompt_ids[i], images[i], modes[i], debias[i], memo
+                    batch, texts[i], reference, prompt_ids[i], images[i], modes[i], debias[i], memo
                 )
             )
         values = batch.run(self._require_scorer()) if batch.requests else []
@@ -481,6 +482,13 @@ class RLPRReward:
         return added
 
 
+def _first_reference(reference: Any) -> str | None:
+    """y* of a row: the string itself, or the first of a list of references (None if none)."""
+    if isinstance(reference, (list, tuple)):
+        reference = next((r for r in reference if r is not None), None)
+    return None if reference is None else str(reference)
+
+
 def _as_debias_row(row: DebiasRow | Mapping[str, Any]) -> DebiasRow:
     """A DebiasRow from itself or a dataset-style mapping (prompt_ids, answer|reference, images|image, mode)."""
     if isinstance(row, DebiasRow):
@@ -490,12 +498,12 @@ def _as_debias_row(row: DebiasRow | Mapping[str, Any]) -> DebiasRow:
         images = []
     elif not isinstance(images, (list, tuple)):
         images = [images]
-    reference = row.get("answer", row.get("reference"))
+    reference = _first_reference(row.get("answer", row.get("reference")))
     if reference is None or row.get("prompt_ids") is None:
         raise ValueError("a debias row needs `prompt_ids` and `answer` (or `reference`)")
     return DebiasRow(
         prompt_ids=list(row["prompt_ids"]),
-        reference=str(reference),
+        reference=reference,
         images=list(images),
         mode=row.get("mode") or "deep",
     )

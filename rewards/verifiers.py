@@ -233,16 +233,19 @@ class RuleAccuracy:
         self.phrase_max_words = int(phrase_max_words)
         self.__name__ = "rule_accuracy"
 
-    def score_one(self, completion: str, reference: str | None, qtype: str | None = None) -> float | None:
-        """The reward of one completion text (None without a reference)."""
+    def score_one(self, completion: str, reference: Any, qtype: str | None = None) -> float | None:
+        """The reward of one completion text (None without a reference).
+
+        A list of references accepts any of them (datasets with several valid answers).
+        """
         if reference is None:
             return None
-        ok = verify(
-            extract_answer(completion),
-            str(reference),
-            qtype,
-            rel_tol=self.rel_tol,
-            phrase_max_words=self.phrase_max_words,
+        refs = list(reference) if isinstance(reference, (list, tuple)) else [reference]
+        answer = extract_answer(completion)
+        ok = any(
+            verify(answer, str(ref), qtype, rel_tol=self.rel_tol, phrase_max_words=self.phrase_max_words)
+            for ref in refs
+            if ref is not None
         )
         return 1.0 if ok else 0.0
 

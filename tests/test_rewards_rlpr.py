@@ -414,3 +414,9 @@ def test_suite_reward_spec_override():
         [RewardSpec("rlpr", 1.0, {"debias": "none"})], tokenizer=TOK, scorer=FakePositionScorer()
     )
     assert suite(None, ["<think>abcd</think>\n\nx"], answer=["cd"], prompt_ids=[PROMPT]) == [pytest.approx(R)]
+
+
+def test_list_reference_uses_its_first_entry():
+    reward = make_reward("current")
+    out = reward(None, ["<think>abcd</think>\n\nx"], answer=[["cd", "zz"]], prompt_ids=[PROMPT])
+    assert out == [pytest.approx(R - R_PRIME)]

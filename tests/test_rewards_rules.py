@@ -244,3 +244,8 @@ def test_malformed_completions_get_defined_rewards(name):
 
 def test_huge_text_is_about_a_megabyte():
     assert 1_000_000 <= len(HUGE) <= 1_200_000
+
+
+def test_rule_accuracy_accepts_any_of_several_references():
+    reward = RuleAccuracy()
+    assert reward(None, ["a kitten", "a dog"], answer=[["cat", "kitten"], ["cat", "kitten"]]) == [1.0, 0.0]

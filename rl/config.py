@@ -1,0 +1,64 @@
+"""The top-level run config: composes every component's dataclass config.
+
+YAML files in `configs/` merge onto these defaults, then `key=value` overrides from the command
+line (`rl.configlib.load`). TRL's own GRPOConfig/DPOConfig/SFTConfig stay the source of truth
+for trainer knobs: each stage carries a `trl:` mapping passed through to them and checked
+against their fields at start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from policies.loading import PolicyConfig
+from rewards.config import RewardConfig
+from rl.configlib import ConfigError, FieldError, load
+from rl.data.config import DataConfig
+from rl.evaluate import EvalConfig
+from rollouts.config import RolloutConfig
+
+STAGES = ("smoke",)
+
+
+@dataclass
+class RayConfig:
+    address: str = ""  # "" = start a local cluster (or join RAY_ADDRESS under `ray job submit`)
+    num_cpus: int = 0  # 0 = all cores of this machine
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/demo"
+    seed: int = 0
+    stages: list[str] = field(default_factory=lambda: ["smoke"])
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    rewards: RewardConfig = field(default_factory=RewardConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def validate(self) -> None:
+        if not self.stages:
+            raise FieldError("stages", f"name at least one stage of {list(STAGES)}")
+        for i, stage in enumerate(self.stages):
+            if stage not in STAGES:
+                raise FieldError(f"stages[{i}]", f"unknown stage {stage!r}; known stages: {list(STAGES)}")
+        if not self.output_dir:
+            raise FieldError("output_dir", "must be a folder path")
+
+
+def load_train_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    return load(TrainConfig, path, list(overrides))
+
+
+def check_trl_kwargs(cls: type, kwargs: dict[str, Any], key: str) -> None:
+    """Fail at start when a `trl:` passthrough names a field the TRL config does not have."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(cls)}
+    for name in kwargs:
+        if name not in known:
+            raise ConfigError(f"unknown config key '{key}.{name}': {cls.__name__} has no field {name!r}")

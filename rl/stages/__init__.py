@@ -1,0 +1,1 @@
+"""Pipeline stages; each is `run(ctx: RunContext) -> dict` returning its metrics."""
