@@ -70,6 +70,7 @@ class RolloutPool:
         self.cfg = cfg
         self.version = 0
         self.stats = PoolStats()
+        self.in_flight = 0  # pool calls currently waiting on actors (monitoring, tests)
         env = dict(ACTOR_ENV, VLLM_CPU_KVCACHE_SPACE=str(max(1, int(cfg.kv_cache_gib))))
         actor_cls = ray.remote(VLLMEngine).options(
             num_cpus=cfg.num_cpus_per_actor,
@@ -90,15 +91,22 @@ class RolloutPool:
 
     # ------------------------------------------------------------------ calls with fault handling
     def _run(self, method: str, items: list[Any], costs: list[int]) -> list[Any]:
+        """Call `method` on chunks of `items` spread over the actors; results in item order."""
+        pending = {}
+        for a, idx in enumerate(spread(costs, len(self.actors))):
+            if idx:
+                pending[getattr(self.actors[a], method).remote([items[i] for i in idx])] = (a, idx)
+        self.in_flight += 1
+        try:
+            return self._collect(method, items, pending)
+        finally:
+            self.in_flight -= 1
+
+    def _collect(self, method: str, items: list[Any], pending: dict) -> list[Any]:
         import ray
         from ray.exceptions import RayActorError
 
         out: list[Any] = [None] * len(items)
-        plan = spread(costs, len(self.actors))
-        pending = {}
-        for a, idx in enumerate(plan):
-            if idx:
-                pending[getattr(self.actors[a], method).remote([items[i] for i in idx])] = (a, idx)
         failures = 0
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)

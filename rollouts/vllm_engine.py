@@ -73,7 +73,7 @@ class VLLMEngine:
             top_p=sp.top_p,
             top_k=sp.top_k if sp.top_k > 0 else -1,
             max_tokens=sp.max_tokens or self.cfg.max_tokens[req.mode],
-            seed=sp.seed,
+            seed=sp.seed if self.cfg.per_request_seed else None,
             stop=list(sp.stop) + list(self.cfg.stop.get(req.mode, [])),
             logprobs=0 if sp.logprobs else None,
             skip_special_tokens=False,  # keep <think>/</think> in the text

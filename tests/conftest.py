@@ -49,3 +49,26 @@ def vllm_llm(tiny_model_dir):
         limit_mm_per_prompt={"image": 1},
     )
     yield llm
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster on 127.0.0.1 for the whole session."""
+    import ray
+
+    from rollouts.ray_utils import init_ray
+
+    init_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def rollout_pool(ray_cluster, tiny_model_dir):
+    """One rollout actor (in-process vLLM engine) on the tiny model, shared by the session."""
+    from rollouts.config import RolloutConfig
+    from rollouts.pool import RolloutPool
+
+    pool = RolloutPool(tiny_model_dir, RolloutConfig(num_actors=1, max_tokens={"deep": 48, "fast": 12}))
+    yield pool
+    pool.shutdown()
