@@ -22,6 +22,9 @@ class HFEngine:
         self.max_tokens = max_tokens or {"deep": 64, "fast": 16}
         self.version = version
         self._scorer = HFScorer(model, processor, version)
+        from policies.tokens import ImageTokenLayout
+
+        self.banned = [[t] for t in ImageTokenLayout.from_processor(processor).banned_in_completions]
 
     def _batch(self, requests: list[RolloutRequest]) -> tuple[list[str], Any]:
         texts = [render_prompt(self.processor, r.messages, r.mode, len(r.images)) for r in requests]
@@ -63,6 +66,7 @@ class HFEngine:
                 output_scores=True,
                 return_dict_in_generate=True,
                 pad_token_id=self.processor.tokenizer.pad_token_id,
+                bad_words_ids=self.banned,
             )
         prompt_len = batch["input_ids"].shape[1]
         seqs = out.sequences[:, prompt_len:]
@@ -105,3 +109,13 @@ class HFEngine:
 
     def health(self) -> dict[str, Any]:
         return {"ok": True, "version": self.version, "backend": "hf"}
+
+    def sync_from_model(self, model: Any):
+        """Mirror the pool's API: copy the trainable weights of `model` (no-op when it is ours)."""
+        from types import SimpleNamespace
+
+        if model is not self.model:
+            self.update_weights([(n, p.detach()) for n, p in model.named_parameters() if p.requires_grad], self.version + 1)
+        else:
+            self.version += 1
+        return SimpleNamespace(version=self.version, seconds=0.0, num_bytes=0)

@@ -36,6 +36,13 @@ class ImageTokenLayout:
         last = len(expanded) - 1 - expanded[::-1].index(image_id)
         return cls(image_id, tuple(unexpanded), tuple(expanded[:first]), tuple(expanded[last + 1 :]))
 
+    @property
+    def banned_in_completions(self) -> list[int]:
+        """Image-placeholder tokens a completion must never contain: each one would ask the
+        trainer's forward for an image feature that does not exist ("image features and image
+        tokens do not match")."""
+        return sorted({self.image_token_id, *self.placeholder_ids, *self.prefix_ids, *self.suffix_ids})
+
     def collapse(self, ids: list[int]) -> tuple[list[int], list[tuple[int, int]]]:
         """Replace each expanded image span by the placeholder.
 

@@ -17,15 +17,21 @@ from rewards.config import RewardConfig
 from rl.configlib import ConfigError, FieldError, load
 from rl.data.config import DataConfig
 from rl.evaluate import EvalConfig
+from rewards.rlaifv.config import RLAIFVConfig
+from rl.stages.grpo import GRPOStageConfig
+from rl.stages.warmup import WarmupConfig
 from rollouts.config import RolloutConfig
 
-STAGES = ("smoke",)
+STAGES = ("smoke", "warmup", "grpo", "rlaifv")
 
 
 @dataclass
 class RayConfig:
     address: str = ""  # "" = start a local cluster (or join RAY_ADDRESS under `ray job submit`)
     num_cpus: int = 0  # 0 = all cores of this machine
+    trainer_in_actor: bool = True  # run the stages in a Ray actor (cluster placement of the trainer)
+    trainer_num_cpus: float = 1.0
+    trainer_num_gpus: float = 0.0
 
 
 @dataclass
@@ -37,6 +43,9 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     rewards: RewardConfig = field(default_factory=RewardConfig)
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    grpo: GRPOStageConfig = field(default_factory=GRPOStageConfig)
+    rlaifv: RLAIFVConfig = field(default_factory=RLAIFVConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 

@@ -20,7 +20,8 @@ class RunContext:
     model_path: str  # the current policy (HF folder); stages that train replace it
     metrics: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
-    engine: Any = None  # rollout pool (or HF engine), created by the driver when a stage needs it
+    engine: Any = None  # rollout pool (or HF engine), created by the runner when a stage needs it
+    engine_path: str | None = None  # the policy folder whose weights the engine holds (synced state)
 
     @contextmanager
     def timed(self, name: str):

@@ -41,11 +41,9 @@ def eval_requests(rows: list[dict[str, Any]], mode: str, seed: int) -> list[Roll
 
 
 def _chair(rows: list[dict[str, Any]], texts: list[str]) -> dict[str, float]:
-    try:
-        from rewards.rlaifv.hallucination import shapes_chair
-    except ImportError:  # metrics land with the RLAIF-V module
-        return {}
-    return shapes_chair([extract_answer(t) for t in texts], [list(r["objects"]) for r in rows])
+    from rewards.rlaifv.hallucination import chair_metrics
+
+    return chair_metrics([extract_answer(t) for t in texts], [list(r["objects"]) for r in rows])
 
 
 def evaluate(engine: Any, dataset: Any, cfg: EvalConfig) -> dict[str, Any]:

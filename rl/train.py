@@ -8,15 +8,14 @@ path (all before any actor starts), run the configured stages in order, write th
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
-import time
 from pathlib import Path
 
 from rl.config import TrainConfig, load_train_config
 from rl.configlib import ConfigError, to_dict
 from rl.context import RunContext
+from rl.runner import POOL_STAGES
 
 
 def preflight(cfg: TrainConfig) -> RunContext:
@@ -32,16 +31,37 @@ def preflight(cfg: TrainConfig) -> RunContext:
     return RunContext(cfg=cfg, out=out, data=data, model_path=model_path)
 
 
+def needs_ray(cfg: TrainConfig) -> bool:
+    return cfg.ray.trainer_in_actor or (cfg.rollout.backend == "vllm" and any(s in POOL_STAGES for s in cfg.stages))
+
+
 def run(ctx: RunContext) -> dict:
-    t0 = time.perf_counter()
-    for stage in ctx.cfg.stages:
-        module = importlib.import_module(f"rl.stages.{stage}")
-        with ctx.timed(stage):
-            ctx.metrics[stage] = module.run(ctx)
-        ctx.save_metrics()
-    ctx.metrics["wall_seconds"] = time.perf_counter() - t0
-    ctx.metrics["stage_seconds"] = dict(ctx.timings)
-    path = ctx.save_metrics()
+    """Run the stages (in a Ray actor unless `ray.trainer_in_actor: false`), then write the report."""
+    from rl.report import write_report
+    from rl.runner import StageRunner
+
+    cfg = ctx.cfg
+    if needs_ray(cfg):
+        from rollouts.ray_utils import init_ray
+
+        init_ray(cfg.ray.address or None, cfg.ray.num_cpus or None)
+    if cfg.ray.trainer_in_actor:
+        import ray
+
+        actor = ray.remote(StageRunner).options(num_cpus=cfg.ray.trainer_num_cpus, num_gpus=cfg.ray.trainer_num_gpus,
+                                                runtime_env={"env_vars": {"TRL_EXPERIMENTAL_SILENCE": "1"}})
+        runner = actor.remote(to_dict(cfg), ctx.data, ctx.model_path)
+        try:
+            ctx.metrics = ray.get(runner.run.remote())
+        finally:
+            ray.get(runner.shutdown.remote())
+    else:
+        runner = StageRunner(to_dict(cfg), ctx.data, ctx.model_path)
+        try:
+            ctx.metrics = runner.run()
+        finally:
+            runner.shutdown()
+    path = write_report(ctx.out, ctx.metrics)
     print(f"report: {path}")
     return ctx.metrics
 

@@ -61,6 +61,7 @@ class VLLMEngine:
             **kwargs,
         )
         self.eos_text = self.processor.tokenizer.eos_token or ""
+        self.banned = {t: -100.0 for t in self.layout.banned_in_completions}
 
     # ----------------------------------------------------------------- generation
     def _sampling(self, req: RolloutRequest):
@@ -77,6 +78,7 @@ class VLLMEngine:
             stop=list(sp.stop) + list(self.cfg.stop.get(req.mode, [])),
             logprobs=0 if sp.logprobs else None,
             skip_special_tokens=False,  # keep <think>/</think> in the text
+            logit_bias=self.banned,  # never sample image placeholders (see ImageTokenLayout)
         )
 
     def _prepare(self, req: RolloutRequest) -> tuple[dict[str, Any] | None, str, str | None]:

@@ -1,0 +1,90 @@
+"""TRL glue for hybrid GRPO: GRPOTrainer whose generation is our rollout pool.
+
+`HybridGRPOTrainer` subclasses TRL's `GRPOTrainer` (TRL computes advantages, the loss and the
+optimizer step) and changes three things:
+- before generating, it pushes the trainable weights to the rollout actors when the optimizer
+  has stepped since the last push (TRL's own `vllm_generation.sync_weights()` hook, pointed at
+  the pool), so every rollout comes from the current policy;
+- `GroupSampler` decides the prompt groups actually trained on (per-prompt modes, rewards, std
+  filter and refill); TRL then runs on exactly those rows, so its images and re-templated
+  prompts match the rollouts; the `rollout_func` returns the cached ids and sampler log-probs;
+- TRL's vLLM importance-sampling path is enabled on our sampler log-probs, which also logs the
+  trainer-vs-sampler log-prob gap (`sampling/sampling_logp_difference/*`): the stale-weight alarm.
+Rewards are computed once, by the sampler (which sees the raw text with think tags; TRL's decoded
+completions drop special tokens), and reach TRL through the `precomputed_reward` function.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trl import GRPOTrainer
+
+from rl.grpo_sampling import Group, GroupSampler
+
+
+def precomputed_reward(prompts: list[Any], completions: list[Any], reward_total: list[float], **_: Any) -> list[float]:
+    """TRL reward function that returns the totals the GroupSampler already computed."""
+    return [float(r) for r in reward_total]
+
+
+class PoolWeightSync:
+    """Stands in for TRL's `vllm_generation`: `sync_weights()` pushes to the rollout pool."""
+
+    def __init__(self, trainer: HybridGRPOTrainer, pool: Any):
+        self.trainer = trainer
+        self.pool = pool
+        self.history: list[Any] = []
+
+    def sync_weights(self) -> None:
+        stats = self.pool.sync_from_model(self.trainer.model)
+        self.history.append(stats)
+        self.trainer._metrics["train"]["time/sync_s"].append(stats.seconds)
+
+
+def groups_to_rollout_output(groups: list[Group]) -> dict[str, list[Any]]:
+    """The `rollout_func` result for the chosen groups (one entry per completion, group order)."""
+    out: dict[str, list[Any]] = {k: [] for k in ("prompt_ids", "completion_ids", "logprobs", "reward_total", "mode", "version")}
+    for g in groups:
+        for c, b in zip(g.rollout.completions, g.breakdowns, strict=True):
+            out["prompt_ids"].append(list(g.rollout.prompt_ids))
+            out["completion_ids"].append(list(c.completion_ids))
+            out["logprobs"].append(list(c.logprobs))
+            out["reward_total"].append(b.total)
+            out["mode"].append(g.mode)
+            out["version"].append(g.rollout.version)
+    return out
+
+
+class HybridGRPOTrainer(GRPOTrainer):
+    def __init__(self, *args: Any, sampler: GroupSampler, pool: Any, **kwargs: Any):
+        self.sampler = sampler
+        self._cached: dict[str, list[Any]] | None = None
+        self.last_groups: list[Group] = []
+        super().__init__(*args, rollout_func=self._rollout, **kwargs)
+        # Route TRL's vLLM-only paths (weight-sync hook, importance-sampling correction and its
+        # sampler-gap metrics) to the pool; "server" keeps TRL away from its colocated engine.
+        self.use_vllm = True
+        self.vllm_mode = "server"
+        self.vllm_generation = PoolWeightSync(self, pool)
+        self._last_loaded_step = -1
+
+    def _rollout(self, prompts: list[Any], trainer: Any) -> dict[str, list[Any]]:
+        if self._cached is None or len(self._cached["prompt_ids"]) != len(prompts):
+            raise RuntimeError("rollout_func called without a sampled batch of the right size")
+        out, self._cached = self._cached, None
+        return out
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.model.training and self.state.global_step != self._last_loaded_step:
+            self.vllm_generation.sync_weights()
+            self._last_loaded_step = self.state.global_step
+        G = self.num_generations
+        rows = [inputs[i] for i in range(0, len(inputs), G)]
+        groups, stats = self.sampler.sample(rows)
+        self.last_groups = groups
+        for key, value in stats.flat().items():
+            self._metrics["train"][key].append(float(value))
+        self._cached = groups_to_rollout_output(groups)
+        final_inputs = [g.row for g in groups for _ in range(G)]
+        return super()._generate_and_score_completions(final_inputs)

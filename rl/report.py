@@ -1,0 +1,117 @@
+"""End-of-run report: `OUTPUT/report/metrics.json`, PNG plots and `summary.md`.
+
+`metrics.json` keeps every stage's raw metrics and adds the headline keys users compare across
+runs: `warmup.heldout_accuracy.{deep,fast,mean}`, `grpo.heldout_accuracy.*`,
+`grpo.mean_completion_tokens.*`, `rlaifv.chair_i.{before,after}`, `rlaifv.chair_s.*`,
+`wall_seconds`, `steps.{warmup,grpo,dpo}`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+MODES = ("deep", "fast")
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Add the headline keys (in place) from each stage's raw metrics; returns `metrics`."""
+    steps = metrics.setdefault("steps", {})
+    for stage in ("warmup", "grpo"):
+        m = metrics.get(stage)
+        if not isinstance(m, dict):
+            continue
+        ev = m.get("eval", {})
+        if ev:
+            m["heldout_accuracy"] = dict(ev.get("accuracy", {}))
+            m["heldout_accuracy_by_task"] = dict(ev.get("accuracy_by_task", {}))
+            m["mean_completion_tokens"] = dict(ev.get("mean_completion_tokens", {}))
+        steps[stage] = int(m.get("steps", 0))
+    rl = metrics.get("rlaifv")
+    if isinstance(rl, dict):
+        steps["dpo"] = int(rl.get("steps", 0))
+    steps.setdefault("dpo", 0)
+    return metrics
+
+
+def _series(log: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    pts = [(r["step"], r[key]) for r in log if key in r and "step" in r]
+    return [p[0] for p in pts], [float(p[1]) for p in pts]
+
+
+def plot(metrics: dict[str, Any], folder: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    log = (metrics.get("grpo") or {}).get("log") or []
+    panels = [("reward per mode", "{m}/total"), ("accuracy per mode", "{m}/accuracy"), ("completion tokens per mode", "{m}/mean_tokens")]
+    for title, pattern in panels:
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        drawn = False
+        for mode in MODES:
+            x, y = _series(log, pattern.format(m=mode))
+            if x:
+                ax.plot(x, y, label=mode)
+                drawn = True
+        if drawn:
+            ax.set_title(f"GRPO: {title}")
+            ax.set_xlabel("step")
+            ax.legend()
+            path = folder / f"grpo_{pattern.split('/')[1]}_per_mode.png"
+            fig.tight_layout()
+            fig.savefig(path, dpi=100)
+            paths.append(path)
+        plt.close(fig)
+    rl = metrics.get("rlaifv") or {}
+    if "chair_i" in rl:
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        labels = ["CHAIRi", "CHAIRs"]
+        before = [rl["chair_i"]["before"], rl["chair_s"]["before"]]
+        after = [rl["chair_i"]["after"], rl["chair_s"]["after"]]
+        xs = range(len(labels))
+        ax.bar([x - 0.2 for x in xs], before, width=0.4, label="before")
+        ax.bar([x + 0.2 for x in xs], after, width=0.4, label="after")
+        ax.set_xticks(list(xs), labels)
+        ax.set_title("RLAIF-V: hallucination before/after")
+        ax.legend()
+        path = folder / "chair_before_after.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def summary_md(metrics: dict[str, Any], plots: list[Path]) -> str:
+    lines = ["# Run summary", "", "| stage | acc deep | acc fast | acc mean | tokens deep | tokens fast | steps |", "|---|---|---|---|---|---|---|"]
+    for stage in ("warmup", "grpo", "rlaifv"):
+        m = metrics.get(stage)
+        if not isinstance(m, dict) or "eval" not in m:
+            continue
+        acc, tok = m["eval"].get("accuracy", {}), m["eval"].get("mean_completion_tokens", {})
+        lines.append(
+            f"| {stage} | {acc.get('deep', 0):.3f} | {acc.get('fast', 0):.3f} | {acc.get('mean', 0):.3f} | "
+            f"{tok.get('deep', 0):.1f} | {tok.get('fast', 0):.1f} | {m.get('steps', 0)} |"
+        )
+    rl = metrics.get("rlaifv") or {}
+    if "chair_i" in rl:
+        lines += ["", f"RLAIF-V (labeler `{rl.get('labeler', '?')}`): CHAIRi {rl['chair_i']['before']:.3f} → "
+                      f"{rl['chair_i']['after']:.3f}, CHAIRs {rl['chair_s']['before']:.3f} → {rl['chair_s']['after']:.3f}"]
+    lines += ["", f"Wall time: {metrics.get('wall_seconds', 0):.0f} s", ""]
+    lines += [f"![{p.stem}]({p.name})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out: str | Path, metrics: dict[str, Any]) -> Path:
+    folder = Path(out) / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    headline(metrics)
+    plots = plot(metrics, folder)
+    (folder / "summary.md").write_text(summary_md(metrics, plots))
+    path = folder / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=float) + "\n")
+    return path

@@ -1,0 +1,156 @@
+"""Stage 2, hybrid GRPO: TRL GRPOTrainer + rollout pool + per-prompt modes + RLPR + std filter.
+
+Defaults follow MiniCPM-V 4.5 where they fit a CPU: no KL (beta 0), no entropy loss,
+temperature 1.0, 50% of prompts in deep mode, all samples of a prompt in one mode; DAPO loss
+(TRL's default), clip-higher epsilon_high 0.28. Prompts come from the training split (task
+types in `tasks`). After training the policy is saved in HF format and evaluated on held-out
+data; the stage returns its metrics and the per-step log.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rl.configlib import FieldError
+
+if TYPE_CHECKING:
+    from rl.context import RunContext
+
+
+@dataclass
+class GRPOStageConfig:
+    steps: int = 60
+    prompts_per_step: int = 8
+    num_generations: int = 8
+    learning_rate: float = 2e-4
+    epsilon: float = 0.2
+    epsilon_high: float = 0.28
+    beta: float = 0.0
+    tasks: list[str] = field(default_factory=lambda: ["short", "freeform"])
+    save_steps: int = 20  # checkpoint every K optimizer steps (0 = only at the end)
+    trl: dict[str, Any] = field(default_factory=dict)  # extra trl.GRPOConfig fields
+
+    def validate(self) -> None:
+        if self.steps < 1:
+            raise FieldError("steps", "must be at least 1")
+        if self.num_generations < 2:
+            raise FieldError("num_generations", "GRPO needs at least 2 samples per prompt")
+        if self.prompts_per_step < 1:
+            raise FieldError("prompts_per_step", "must be at least 1")
+
+
+def _cycle_rows(dataset: Any, seed: int):
+    """Endless shuffled stream of rows (fresh prompts for refills)."""
+    rng = random.Random(seed)
+    order = list(range(len(dataset)))
+    for epoch in itertools.count():
+        rng.shuffle(order)
+        for i in order:
+            yield dataset[i]
+
+
+def grpo_args(cfg: GRPOStageConfig, out_dir: str, max_tokens: int, temperature: float, seed: int):
+    from trl import GRPOConfig
+
+    from rl.config import check_trl_kwargs
+
+    check_trl_kwargs(GRPOConfig, cfg.trl, "grpo.trl")
+    kwargs: dict[str, Any] = dict(
+        output_dir=out_dir,
+        max_steps=cfg.steps,
+        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
+        gradient_accumulation_steps=1,
+        num_generations=cfg.num_generations,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="constant",
+        beta=cfg.beta,
+        epsilon=cfg.epsilon,
+        epsilon_high=cfg.epsilon_high,
+        temperature=temperature,
+        max_completion_length=max_tokens,
+        use_cpu=True,
+        bf16=False,
+        logging_steps=1,
+        save_strategy="steps" if cfg.save_steps else "no",
+        save_steps=cfg.save_steps or 1,
+        save_only_model=False,
+        report_to=["tensorboard"],
+        seed=seed,
+        remove_unused_columns=False,
+        vllm_importance_sampling_correction=True,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    kwargs.update(cfg.trl)
+    return GRPOConfig(**kwargs)
+
+
+def run(ctx: RunContext) -> dict[str, Any]:
+    from policies.loading import load_model, load_processor
+    from rl.checkpoints import PipelineStateCallback, latest_complete, load_pipeline_state
+    from rewards.breakdown import RewardSuite
+    from rl.grpo_sampling import GroupSampler
+    from rl.grpo_trainer import HybridGRPOTrainer, precomputed_reward
+    from rollouts.scheduler import ModeScheduler
+    from rollouts.types import SamplingSettings
+
+    cfg, gcfg = ctx.cfg, ctx.cfg.grpo
+    processor = load_processor(ctx.model_path, cfg.policy.trust_remote_code)
+    model = load_model(ctx.model_path, cfg.policy)
+    if cfg.policy.freeze_vision:
+        from policies.loading import freeze_vision
+
+        freeze_vision(model)
+    train = ctx.data.train.filter(lambda t: t in gcfg.tasks, input_columns="task")
+    suite = RewardSuite.from_config(cfg.rewards, tokenizer=processor.tokenizer, scorer=ctx.engine)
+    ctx.engine.sync_from_model(model) if hasattr(ctx.engine, "sync_from_model") else None
+    scheduler = ModeScheduler(cfg.rollout.schedule)
+    sampling = SamplingSettings(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p)
+    sampler = GroupSampler(ctx.engine, suite, scheduler, cfg.rewards.std_filter, _cycle_rows(train, cfg.seed + 1),
+                           gcfg.num_generations, sampling)
+    out_dir = str(ctx.out / "grpo")
+    args = grpo_args(gcfg, out_dir, max(cfg.rollout.max_tokens.values()), cfg.rollout.temperature, cfg.seed)
+    resume = latest_complete(out_dir)
+    if resume is not None:
+        sampler.load_state_dict(load_pipeline_state(resume))
+        print(f"[grpo] resuming from {resume}", flush=True)
+    elif cfg.rewards.rlpr.precompute and suite.rlpr_rewards():
+        with ctx.timed("grpo/rlpr_precompute"):
+            precompute_debias(suite, train, processor)
+    trainer = HybridGRPOTrainer(
+        model=model,
+        reward_funcs=[precomputed_reward],
+        args=args,
+        train_dataset=train,
+        processing_class=processor,
+        sampler=sampler,
+        pool=ctx.engine,
+        callbacks=[PipelineStateCallback(sampler.state_dict)],
+    )
+    with ctx.timed("grpo/train"):
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    ctx.engine.sync_from_model(model)  # the last optimizer step, for evaluation and later stages
+    final = ctx.out / "policy_grpo"
+    model.save_pretrained(final)
+    processor.save_pretrained(final)
+    ctx.model_path = ctx.engine_path = str(final)
+    return {"steps": trainer.state.global_step, "resumed_from": str(resume) if resume else None,
+            "log": trainer.state.log_history}
+
+
+def precompute_debias(suite: Any, rows: Any, processor: Any) -> int:
+    """Fill RLPR's r' cache from the initial policy for every (prompt, reference) of `rows`."""
+    from policies.chat import encode_prompt
+    from rewards.rlpr import DebiasRow
+
+    items = []
+    for i in range(len(rows)):
+        row = rows[i]
+        if row["task"] == "short":
+            continue
+        ids = encode_prompt(processor, list(row["prompt"]), [row["image"]], "deep")
+        items.append(DebiasRow(ids, row["answer"], [row["image"]], "deep"))
+    return sum(r.precompute(items) for r in suite.rlpr_rewards())

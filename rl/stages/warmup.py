@@ -1,0 +1,213 @@
+"""Stage 1, warm-up SFT: the recipe's cold start, with TRL `SFTTrainer` on both thinking modes.
+
+The policy learns deep answers (`<think>` reasoning `</think>` answer) and fast answers (after the
+pre-filled empty think block) on the train split, yes/no existence questions and descriptions
+included (`rl.sft_data`). Hard question types can be up-weighted. The trained policy is saved in
+Hugging Face format to `<output_dir>/policy_warmup` (model + processor, loadable by vLLM), becomes
+`ctx.model_path`, and is evaluated on the held-out split in both modes.
+
+The config is read with `getattr(ctx.cfg, "warmup", WarmupConfig())`, so the stage also runs
+from a `TrainConfig` that has no `warmup` section.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rl.configlib import FieldError
+from rl.sft_data import DEFAULT_HARD_QTYPES
+
+# SFTConfig fields the stage sets from its own fields; naming them under `trl:` would give
+# one knob two sources of truth.
+OWNED_TRL_KEYS = {
+    "output_dir": "(the stage writes under <output_dir>/warmup)",
+    "learning_rate": "learning_rate",
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "gradient_accumulation_steps",
+    "max_steps": "steps",
+    "num_train_epochs": "epochs",
+    "seed": "(the run's top-level seed)",
+}
+
+
+@dataclass
+class WarmupConfig:
+    """Warm-up SFT settings; `trl` passes any other `trl.SFTConfig` field through."""
+
+    enabled: bool = True
+    steps: int = 360  # optimizer steps; 0 = train for `epochs` instead
+    epochs: float = 1.0
+    learning_rate: float = 3e-3  # from random init (the tiny model); ~1e-5 for pretrained VLMs
+    batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    mode_mix: float | None = None  # share of deep examples; None = both modes for every row
+    hard_qtypes: list[str] = field(default_factory=lambda: list(DEFAULT_HARD_QTYPES))
+    hard_weight: int = 2  # times each hard-qtype row appears
+    max_examples: int = 0  # cap on SFT examples after shuffling (0 = all)
+    train_vision: bool = True  # the tiny model's vision tower is random; real recipes: false
+    logging_steps: int = 10
+    trl: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.steps < 0:
+            raise FieldError("steps", f"must be >= 0 (0 = train for `epochs`), got {self.steps}")
+        if self.steps == 0 and not self.epochs > 0:
+            raise FieldError("epochs", f"must be > 0 when steps is 0, got {self.epochs}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise FieldError("learning_rate", f"must be a positive number, got {self.learning_rate}")
+        for name in ("batch_size", "gradient_accumulation_steps", "hard_weight", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.mode_mix is not None and not 0.0 <= self.mode_mix <= 1.0:
+            raise FieldError("mode_mix", f"must be empty (both modes) or in [0, 1], got {self.mode_mix}")
+        if self.max_examples < 0:
+            raise FieldError("max_examples", f"must be >= 0 (0 = all), got {self.max_examples}")
+        for key in self.trl:
+            if key in OWNED_TRL_KEYS:
+                raise FieldError(f"trl.{key}", f"set by the stage; use warmup.{OWNED_TRL_KEYS[key]}")
+        from trl import SFTConfig
+
+        from rl.config import check_trl_kwargs
+
+        check_trl_kwargs(SFTConfig, self.trl, "warmup.trl")
+
+
+def sft_args(cfg: WarmupConfig, out: Path, seed: int, on_cpu: bool):
+    """The `trl.SFTConfig` of the stage: our fields, CPU-sensible defaults, then `cfg.trl`."""
+    from trl import SFTConfig
+
+    kwargs: dict[str, Any] = {
+        "output_dir": str(out / "warmup"),
+        "learning_rate": cfg.learning_rate,
+        "per_device_train_batch_size": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
+        "max_steps": cfg.steps if cfg.steps > 0 else -1,
+        "num_train_epochs": cfg.epochs,
+        "seed": seed,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 0.05,  # a float below 1 is a share of the total steps
+        "weight_decay": 0.0,
+        "logging_steps": cfg.logging_steps,
+        "report_to": ["tensorboard"],
+        "save_strategy": "no",  # the stage saves the final policy itself
+        "dataloader_num_workers": 0,
+        "disable_tqdm": False,
+    }
+    if on_cpu:
+        # fp32 on CPU; recomputing activations only costs time for models this small.
+        kwargs.update(use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False)
+    kwargs.update(cfg.trl)
+    return SFTConfig(**kwargs)
+
+
+def load_for_training(ctx: Any, cfg: WarmupConfig) -> tuple[Any, Any]:
+    """(model, processor) from `ctx.model_path`, with the configured frozen parts and LoRA."""
+    from policies.loading import PolicyConfig, apply_lora, freeze_vision, load_model, load_processor
+
+    policy = getattr(ctx.cfg, "policy", PolicyConfig())
+    pcfg = PolicyConfig(**{**vars(policy), "name_or_path": ctx.model_path})
+    model = load_model(ctx.model_path, pcfg)
+    processor = load_processor(ctx.model_path, pcfg.trust_remote_code)
+    if not cfg.train_vision:
+        freeze_vision(model)
+    if pcfg.lora.enabled:
+        model = apply_lora(model, pcfg.lora)
+    return model, processor
+
+
+def point_tensorboard(trainer: Any, log_dir: Path) -> None:
+    """Send the trainer's TensorBoard scalars to `log_dir` (transformers defaults to output_dir/runs)."""
+    from transformers.integrations import TensorBoardCallback
+
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback):
+            callback.logging_dir = str(log_dir)
+
+
+def train(ctx: Any, cfg: WarmupConfig, model: Any, processor: Any, dataset: Any) -> dict[str, Any]:
+    """Run `SFTTrainer`; returns step count, losses and seconds. `model` is trained in place."""
+    from trl import SFTTrainer
+
+    on_cpu = str(getattr(model, "device", "cpu")).startswith("cpu")
+    args = sft_args(cfg, Path(ctx.out), getattr(ctx.cfg, "seed", 0), on_cpu)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
+    point_tensorboard(trainer, Path(ctx.out) / "tb" / "warmup")
+    t0 = time.perf_counter()
+    result = trainer.train()
+    seconds = time.perf_counter() - t0
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {
+        "steps": int(trainer.state.global_step),
+        "train_loss": float(result.training_loss),
+        "final_train_loss": float(losses[-1]) if losses else float("nan"),
+        "first_train_loss": float(losses[0]) if losses else float("nan"),
+        "train_seconds": seconds,
+        "epochs": float(trainer.state.epoch or 0.0),
+    }
+
+
+def merge_lora(model: Any) -> Any:
+    """A peft model with its adapters merged into plain weights; any other model unchanged."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
+def save_policy(model: Any, processor: Any, folder: Path) -> Path:
+    """Write the policy in Hugging Face format, loadable by transformers and vLLM."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def make_eval_engine(ctx: Any, model: Any, processor: Any) -> Any:
+    """The engine held-out evaluation generates with (the pipeline may swap in its rollout pool)."""
+    from policies.hf_engine import HFEngine
+
+    max_tokens = getattr(getattr(ctx.cfg, "rollout", None), "max_tokens", None)
+    return HFEngine(model.eval(), processor, dict(max_tokens) if max_tokens else None)
+
+
+def heldout_metrics(ctx: Any, model: Any, processor: Any) -> dict[str, Any]:
+    """Greedy held-out evaluation in both modes, in the stage's metric names."""
+    from rl.evaluate import EvalConfig, evaluate
+
+    engine = make_eval_engine(ctx, model, processor)
+    result = evaluate(engine, ctx.data.eval, getattr(ctx.cfg, "eval", EvalConfig()))
+    metrics = {
+        "heldout_accuracy": result["accuracy"],
+        "accuracy_by_task": result["accuracy_by_task"],
+        "mean_completion_tokens": result["mean_completion_tokens"],
+        "eval_examples": result["n"],
+    }
+    if "chair" in result:
+        metrics["chair"] = result["chair"]
+    return metrics
+
+
+def run(ctx: Any) -> dict[str, Any]:
+    """Train both modes with SFT, save `policy_warmup`, point `ctx.model_path` at it, evaluate."""
+    from rl.sft_data import build_sft_dataset, summarize
+
+    cfg = getattr(ctx.cfg, "warmup", None) or WarmupConfig()
+    cfg.validate()
+    model, processor = load_for_training(ctx, cfg)
+    if not cfg.enabled:  # report the unchanged policy so later stages have a baseline
+        return {"enabled": False, "steps": 0, **heldout_metrics(ctx, model, processor)}
+    dataset = build_sft_dataset(
+        processor,
+        ctx.data.train,
+        mode_mix=cfg.mode_mix,
+        hard_qtypes=cfg.hard_qtypes,
+        hard_weight=cfg.hard_weight,
+        max_examples=cfg.max_examples,
+        seed=getattr(ctx.cfg, "seed", 0),
+    )
+    stats = train(ctx, cfg, model, processor, dataset)
+    model = merge_lora(model)  # rollout engines and later stages load plain weights
+    folder = save_policy(model, processor, Path(ctx.out) / "policy_warmup")
+    ctx.model_path = str(folder)
+    return {**stats, "data": summarize(dataset), "policy": str(folder), **heldout_metrics(ctx, model, processor)}
