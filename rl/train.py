@@ -44,7 +44,7 @@ def run(ctx: RunContext) -> dict:
     if needs_ray(cfg):
         from rollouts.ray_utils import init_ray
 
-        init_ray(cfg.ray.address or None, cfg.ray.num_cpus or None)
+        init_ray(cfg.ray.address or None, cfg.ray.num_cpus or None, quiet=False)
     if cfg.ray.trainer_in_actor:
         import ray
 

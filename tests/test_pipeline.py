@@ -1,0 +1,136 @@
+"""The main job end to end: smoke run of every stage, `ray job submit`, resume, bad configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rl.config import load_train_config
+from rl.configlib import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+SMOKE = str(ROOT / "configs" / "smoke.yaml")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token", TRL_EXPERIMENTAL_SILENCE="1",
+               TOKENIZERS_PARALLELISM="false", PATH=f"{Path(PY).parent}:{env.get('PATH', '')}")
+    return env
+
+
+def _train(*overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, "-m", "rl.train", "--config", SMOKE, *overrides], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.vllm
+def test_smoke_run_all_stages_writes_report(tmp_path):
+    proc = _train(f"output_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    for stage in ("warmup", "grpo"):
+        assert set(metrics[stage]["heldout_accuracy"]) >= {"deep", "fast", "mean"}
+    assert set(metrics["grpo"]["mean_completion_tokens"]) >= {"deep", "fast"}
+    for key in ("chair_i", "chair_s"):
+        assert set(metrics["rlaifv"][key]) >= {"before", "after"}
+    assert metrics["steps"]["warmup"] == 8 and metrics["steps"]["grpo"] == 2
+    assert "dpo" in metrics["steps"] and metrics["wall_seconds"] > 0
+    assert (tmp_path / "report" / "summary.md").exists()
+    assert list((tmp_path / "report").glob("*.png"))
+    assert (tmp_path / "rlaifv" / "round_0" / "pairs.parquet").exists()
+    grpo_log = [r for r in metrics["grpo"]["log"] if "deep/total" in r or "fast/total" in r]
+    assert grpo_log and all("sampling/sampling_logp_difference/mean" in r for r in grpo_log)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_ray_job_submit_runs_the_smoke_job(tmp_path):
+    ray = str(Path(PY).parent / "ray")
+    env = _env()
+    port, dash = _free_port(), _free_port()
+    start = subprocess.run([ray, "start", "--head", "--num-cpus", "2", "--port", str(port), "--dashboard-host",
+                            "127.0.0.1", "--dashboard-port", str(dash), "--include-dashboard", "true"],
+                           env=env, capture_output=True, text=True, timeout=180)
+    assert start.returncode == 0, start.stderr[-2000:]
+    try:
+        out = tmp_path / "job_run"
+        job = subprocess.run(
+            [ray, "job", "submit", "--address", f"http://127.0.0.1:{dash}", "--working-dir", str(ROOT), "--",
+             "python", "-m", "rl.train", "--config", "configs/smoke.yaml", f"output_dir={out}",
+             "stages=[warmup,grpo]", "warmup.steps=2", "grpo.steps=1"],
+            env=env, capture_output=True, text=True, timeout=900, cwd=ROOT,
+        )
+        assert job.returncode == 0, (job.stdout[-3000:], job.stderr[-2000:])
+        assert "succeeded" in job.stdout.lower()
+        metrics = json.loads((out / "report" / "metrics.json").read_text())
+        assert metrics["steps"]["grpo"] == 1
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.vllm
+def test_killed_run_resumes_from_last_complete_checkpoint(tmp_path):
+    args = [PY, "-m", "rl.train", "--config", SMOKE, f"output_dir={tmp_path}", "stages=[warmup,grpo]",
+            "grpo.steps=4", "grpo.save_steps=1", "ray.trainer_in_actor=false"]
+    proc = subprocess.Popen(args, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    ckpt = tmp_path / "grpo" / "checkpoint-2" / "COMPLETE"
+    deadline = time.monotonic() + 600
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ckpt.exists(), "no checkpoint was written before the deadline"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "stages" / "grpo.json").exists()
+    again = subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "[warmup] already complete" in again.stdout
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["grpo"]["steps"] == 4
+    resumed = metrics["grpo"]["resumed_from"]
+    assert resumed and int(resumed.rsplit("-", 1)[1]) >= 2
+    steps = [r["step"] for r in metrics["grpo"]["log"] if "loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 4  # no step logged twice
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("stages=[warmup,dance]", r"stages\[1\]': unknown stage 'dance'"),
+        ("grpo.stepz=3", r"unknown config key 'grpo\.stepz'"),
+        ("grpo.steps=lots", r"'grpo\.steps': expected an integer"),
+    ],
+)
+def test_bad_config_fails_at_load(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_train_config(SMOKE, [override])
+
+
+def test_bad_inputs_fail_before_any_actor_starts(tmp_path):
+    proc = _train(f"output_dir={tmp_path}/a", f"policy.name_or_path={tmp_path}/no_model", timeout=120)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"question": "q?", "img": "x.png", "answer": "a"}) + "\n")
+    proc = _train(f"output_dir={tmp_path}/b", f"data.source={data}", timeout=120)
+    assert proc.returncode == 2 and "'image'" in proc.stderr and "data.columns" in proc.stderr
+    assert not (tmp_path / "b" / "stages").exists()
