@@ -27,7 +27,7 @@ TASKS = ("short", "freeform", "description")
 ROUTES = ("rule", "rlpr", "rlpr_nodebias")
 DEFAULT_ROUTING: dict[str, str] = {
     "short.deep": "rule", "short.fast": "rule",
-    "freeform.deep": "rlpr", "freeform.fast": "rlpr_nodebias",
+    "freeform.deep": "rlpr", "freeform.fast": "rule",
     "description.deep": "rlpr", "description.fast": "rlpr_nodebias",
 }  # fmt: skip
 

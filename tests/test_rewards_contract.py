@@ -64,7 +64,7 @@ def test_every_registered_reward_honours_the_contract(name):
 
 
 def test_contract_values_on_the_mixed_batch():
-    acc = resolve_reward("accuracy", tokenizer=TOK)
+    acc = resolve_reward("accuracy", tokenizer=TOK, routing={"freeform.fast": "rlpr_nodebias"})
     acc.set_scorer(FakePositionScorer())
     out = acc(None, COMPLETIONS, **COLUMNS)
     assert out[0] == 1.0 and out[1] == 1.0 and out[7] == 1.0  # rule routes
@@ -132,7 +132,10 @@ def test_config_validation_names_the_key():
 
 
 def test_routing_defaults_and_overrides():
-    assert DEFAULT_ROUTING["freeform.fast"] == "rlpr_nodebias" and DEFAULT_ROUTING["short.deep"] == "rule"
+    # fast free-form: RLPR's o' = prompt + reference ignores the completion, so a group gets no
+    # signal from it; the rule verifier is the default there
+    assert DEFAULT_ROUTING["freeform.fast"] == "rule" and DEFAULT_ROUTING["short.deep"] == "rule"
+    assert DEFAULT_ROUTING["freeform.deep"] == "rlpr"
     table = resolve_routing({"freeform.fast": "rlpr", "description": "rule", "description.deep": "rlpr"})
     assert table["freeform.fast"] == "rlpr" and table["freeform.deep"] == "rlpr"
     assert table["description.fast"] == "rule" and table["description.deep"] == "rlpr"

@@ -369,7 +369,8 @@ def test_pickles_without_its_scorer():
 
 def test_composition_with_format_weight():
     """R = 0.9·r̂ + 0.1·format + repetition (RLPR defaults, c = 0.1)."""
-    suite = RewardSuite(config=RewardConfig(), tokenizer=TOK, scorer=FakePositionScorer())
+    config = RewardConfig(routing={"freeform.fast": "rlpr_nodebias"})
+    suite = RewardSuite(config=config, tokenizer=TOK, scorer=FakePositionScorer())
     completions = ["<think>abcd</think>\n\nx", "<think>abcd</think>\n\n", "<think>abcd</think>\n\nx"]
     rows = suite.compute(
         None,
