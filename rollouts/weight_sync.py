@@ -49,6 +49,29 @@ def _peft_base_name(name: str) -> str:
     return name.replace(".base_layer.", ".")
 
 
+def _collect_merged_lora(model: Any, names: list[str], tensors: list[Any], frozen: list[str]) -> None:
+    """base + delta for every LoRA-wrapped module, computed without merging in place (an
+    in-place merge/unmerge per sync would leave rounding drift in the live base weights)."""
+    lora_modules = {}
+    for mod_name, module in model.named_modules():
+        if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer"):
+            lora_modules[mod_name] = module
+    for name, param in model.named_parameters():
+        if ".lora_" in name:
+            continue
+        mod_name = name.rsplit(".", 1)[0].replace(".base_layer", "")
+        module = lora_modules.get(mod_name)
+        if module is not None and name.endswith(".base_layer.weight"):
+            delta = sum(module.get_delta_weight(a) for a in module.active_adapters)
+            names.append(_peft_base_name(name))
+            tensors.append((param + delta).detach())
+        elif param.requires_grad:
+            names.append(_peft_base_name(name))
+            tensors.append(param.detach())
+        else:
+            frozen.append(_peft_base_name(name))
+
+
 def collect_trainable(model: Any, version: int, to_cpu: bool = True, name_map: list[tuple[str, str]] = ()) -> SyncPayload:
     """Gather the tensors to sync: trainable parameters, or merged LoRA targets for peft models."""
     import torch
@@ -56,23 +79,7 @@ def collect_trainable(model: Any, version: int, to_cpu: bool = True, name_map: l
     names, tensors, frozen = [], [], []
     with torch.no_grad():
         if _is_peft(model):
-            lora_modules = {n.split(".lora_", 1)[0] for n, _ in model.named_parameters() if ".lora_" in n}
-            model.merge_adapter()
-            try:
-                for name, param in model.named_parameters():
-                    module = name.rsplit(".", 1)[0].replace(".base_layer", "")
-                    if ".lora_" in name:
-                        continue
-                    if ".base_layer." in name and module in lora_modules:
-                        names.append(_peft_base_name(name))
-                        tensors.append(param.detach().clone())
-                    elif param.requires_grad:
-                        names.append(_peft_base_name(name))
-                        tensors.append(param.detach().clone())
-                    else:
-                        frozen.append(_peft_base_name(name))
-            finally:
-                model.unmerge_adapter()
+            _collect_merged_lora(model, names, tensors, frozen)
         else:
             for name, param in model.named_parameters():
                 if param.requires_grad:

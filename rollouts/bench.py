@@ -1,0 +1,127 @@
+"""Rollout benchmark: the vLLM rollout pool vs transformers `generate`, plus a weight sync.
+
+    python -m rollouts.bench --json runs/bench/rollouts_tiny.json [--size tiny|small]
+
+In one process on this machine: builds the tiny or small model, samples the same prompts (with
+images, n=8, fixed max tokens) through (a) a one-actor rollout pool and (b) transformers
+`generate` on the same weights, then perturbs the trainable weights, syncs them to the actor,
+times it against a plain tensor copy of the same bytes, and checks trainer-vs-actor log-prob
+parity on the synced weights. Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _requests(rows: list[dict[str, Any]], n: int, max_tokens: int):
+    from rollouts.types import RolloutRequest, SamplingSettings
+
+    sp = SamplingSettings(temperature=1.0, max_tokens=max_tokens)
+    return [RolloutRequest(f"b{i}", list(r["prompt"]), [r["image"]], "deep" if i % 2 else "fast", n, sp) for i, r in enumerate(rows)]
+
+
+def _tokens(rollouts) -> int:
+    return sum(len(c.completion_ids) for ro in rollouts for c in ro.completions)
+
+
+def _timed_generate(engine: Any, reqs: list, repeats: int) -> tuple[float, int]:
+    engine.generate(reqs[:2])  # warm-up
+    t0, tokens = time.perf_counter(), 0
+    for _ in range(repeats):
+        tokens += _tokens(engine.generate(reqs))
+    return time.perf_counter() - t0, tokens
+
+
+def _memcpy_gb_per_s(payload) -> float:
+    import torch
+
+    dst = [torch.empty_like(t) for t in payload.tensors]
+    t0 = time.perf_counter()
+    for d, s in zip(dst, payload.tensors):
+        d.copy_(s)
+    return payload.num_bytes / 1e9 / max(time.perf_counter() - t0, 1e-9)
+
+
+def _parity(pool: Any, model: Any, processor: Any, rows: list[dict[str, Any]]) -> float:
+    from policies.chat import encode_prompt
+    from policies.scoring import HFScorer
+    from rollouts.types import ScoreRequest
+
+    reqs = []
+    for r in rows[:4]:
+        prompt = encode_prompt(processor, list(r["prompt"]), [r["image"]], "deep")
+        tail = processor.tokenizer("<think>" + r["reasoning"] + "</think>\n\n" + r["answer"], add_special_tokens=False)["input_ids"]
+        reqs.append(ScoreRequest(prompt + tail, [r["image"]], len(prompt)))
+    actor, trainer = pool.score(reqs), HFScorer(model, processor).score(reqs)
+    return max(abs(a - b) for x, y in zip(actor, trainer) for a, b in zip(x.logprobs, y.logprobs, strict=True))
+
+
+def run(size: str, num_prompts: int, n: int, max_tokens: int, repeats: int) -> dict[str, Any]:
+    import torch
+
+    from policies.hf_engine import HFEngine
+    from policies.loading import PolicyConfig, load_policy
+    from policies.tiny import build_tiny_model
+    from rl.data.shapes import make_shapes
+    from rollouts.config import RolloutConfig
+    from rollouts.pool import RolloutPool
+    from rollouts.ray_utils import init_ray
+    from rollouts.weight_sync import collect_trainable
+
+    folder = Path(tempfile.mkdtemp(prefix=f"bench_{size}_")) / "model"
+    build_tiny_model(folder, seed=0, size=size)
+    rows = list(make_shapes(num_train_images=num_prompts, num_heldout_images=1, seed=11)["train"])[:num_prompts]
+    model, processor, _ = load_policy(PolicyConfig(name_or_path=str(folder)))
+    model.eval()
+    reqs = _requests(rows, n, max_tokens)
+    init_ray(num_cpus=os.cpu_count())
+    pool = RolloutPool(str(folder), RolloutConfig(num_actors=1, num_cpus_per_actor=1, max_tokens={"deep": max_tokens, "fast": max_tokens}))
+    pool_s, pool_tokens = _timed_generate(pool, reqs, repeats)
+    hf_s, hf_tokens = _timed_generate(HFEngine(model, processor, {"deep": max_tokens, "fast": max_tokens}), reqs, 1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.01)
+    payload = collect_trainable(model, pool.version + 1)
+    stats = pool.sync(payload)
+    result = {
+        "size": size, "num_params": sum(p.numel() for p in model.parameters()),
+        "num_prompts": num_prompts, "n": n, "max_tokens": max_tokens,
+        "pool_tokens_per_s": pool_tokens / pool_s, "hf_generate_tokens_per_s": hf_tokens / hf_s,
+        "sync_seconds": stats.seconds, "sync_bytes": stats.num_bytes, "sync_gb_per_s": stats.gb_per_s,
+        "sync_tensors": stats.num_tensors, "sync_skipped_frozen": stats.skipped_frozen,
+        "memcpy_gb_per_s": _memcpy_gb_per_s(payload),
+        "parity_max_abs_logprob_diff": _parity(pool, model, processor, rows),
+    }  # fmt: skip
+    result["speedup_vs_hf_generate"] = result["pool_tokens_per_s"] / result["hf_generate_tokens_per_s"]
+    result["sync_vs_memcpy"] = result["sync_gb_per_s"] / result["memcpy_gb_per_s"]
+    pool.shutdown()
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", required=True, help="where to write the results")
+    parser.add_argument("--size", choices=["tiny", "small"], default="tiny")
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args(argv)
+    res = run(args.size, args.prompts, args.n, args.max_tokens, args.repeats)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+    width = max(len(k) for k in res)
+    for key, value in res.items():
+        print(f"{key:<{width}}  {value:.4g}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()
