@@ -56,11 +56,36 @@ def groups_to_rollout_output(groups: list[Group]) -> dict[str, list[Any]]:
     return out
 
 
+def check_prompt_alignment(processor: Any, groups: list[Group], chat_template_kwargs: dict[str, Any]) -> None:
+    """Guard against TRL's VLM re-templating: for every group, the prompt ids the actors sampled
+    from must equal the processor's ids of the same prompt in the group's mode, and TRL's own
+    re-templated prompt (global `chat_template_kwargs`, no per-sample mode) must carry the same
+    image tokens, so the pixel values TRL computes line up with our prompt ids. Raises on a
+    mismatch instead of training on misaligned image features."""
+    from trl.data_utils import apply_chat_template, prepare_multimodal_messages
+
+    from policies.chat import encode_prompt
+    from policies.tokens import ImageTokenLayout
+
+    image_id = ImageTokenLayout.from_processor(processor).image_token_id
+    for g in groups:
+        images = [g.row["image"]]
+        ours = encode_prompt(processor, list(g.row["prompt"]), images, g.mode)
+        if ours != list(g.rollout.prompt_ids):
+            raise RuntimeError(f"prompt {g.row['id']} ({g.mode}): actor prompt ids differ from the trainer's tokenization")
+        msgs = prepare_multimodal_messages(list(g.row["prompt"]), images=images)
+        text = apply_chat_template({"prompt": msgs}, processor, **chat_template_kwargs)["prompt"]
+        trl_ids = processor(text=[text], images=[images])["input_ids"][0]
+        if sum(t == image_id for t in trl_ids) != sum(t == image_id for t in ours):
+            raise RuntimeError(f"prompt {g.row['id']} ({g.mode}): TRL's re-templated prompt has other image tokens")
+
+
 class HybridGRPOTrainer(GRPOTrainer):
     def __init__(self, *args: Any, sampler: GroupSampler, pool: Any, **kwargs: Any):
         self.sampler = sampler
         self._cached: dict[str, list[Any]] | None = None
         self.last_groups: list[Group] = []
+        self._alignment_checked = False
         super().__init__(*args, rollout_func=self._rollout, **kwargs)
         # Route TRL's vLLM-only paths (weight-sync hook, importance-sampling correction and its
         # sampler-gap metrics) to the pool; "server" keeps TRL away from its colocated engine.
@@ -82,9 +107,13 @@ class HybridGRPOTrainer(GRPOTrainer):
         G = self.num_generations
         rows = [inputs[i] for i in range(0, len(inputs), G)]
         groups, stats = self.sampler.sample(rows)
+        if not self._alignment_checked:  # once per run: cheap, and catches template drift early
+            check_prompt_alignment(self.processing_class, groups, self.chat_template_kwargs or {})
+            self._alignment_checked = True
         self.last_groups = groups
         for key, value in stats.flat().items():
             self._metrics["train"][key].append(float(value))
         self._cached = groups_to_rollout_output(groups)
-        final_inputs = [g.row for g in groups for _ in range(G)]
+        # One dict per completion: TRL writes each completion's extra fields into its input row.
+        final_inputs = [dict(g.row) for g in groups for _ in range(G)]
         return super()._generate_and_score_completions(final_inputs)
