@@ -63,7 +63,8 @@ class SampleStats:
     deep_share: float = 0.0
     rollout_s: float = 0.0
     reward_s: float = 0.0
-    tokens: dict[str, int] = field(default_factory=lambda: {"deep": 0, "fast": 0})
+    tokens: dict[str, int] = field(default_factory=lambda: {"deep": 0, "fast": 0})  # all sampled (cost)
+    mean_tokens: dict[str, float] = field(default_factory=dict)  # per completion, groups trained on
     by_mode: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def flat(self) -> dict[str, float]:
@@ -78,8 +79,8 @@ class SampleStats:
         for mode, comps in self.by_mode.items():
             for name, value in comps.items():
                 out[f"{mode}/{name}"] = value
-            if comps.get("count"):
-                out[f"{mode}/mean_tokens"] = self.tokens.get(mode, 0) / comps["count"]
+        for mode, value in self.mean_tokens.items():
+            out[f"{mode}/mean_tokens"] = value
         return out
 
 
@@ -176,6 +177,10 @@ class GroupSampler:
         stats.dropped = stats.sampled_groups - stats.kept
         stats.threshold = threshold
         stats.deep_share = sum(g.mode == "deep" for g in groups) / max(len(groups), 1)
+        for mode in ("deep", "fast"):
+            lens = [len(c.completion_ids) for g in groups if g.mode == mode for c in g.rollout.completions]
+            if lens:
+                stats.mean_tokens[mode] = sum(lens) / len(lens)
         flat = [b for g in groups for b in g.breakdowns]
         stats.by_mode = summarise_by_mode(flat, [b.mode for b in flat])
         self.last_stats = stats
