@@ -149,6 +149,11 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         if not parts:
             raise ConfigError(f"override {item!r} has an empty key")
         value = yaml.safe_load(raw) if raw.strip() else ""
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads "5e-5" as a string; on the command line it means a number
+                value = float(value) if any(c in value.lower() for c in ".e") else int(value)
+            except ValueError:
+                pass
         node = out
         for part in parts[:-1]:
             node = node.setdefault(part, {})

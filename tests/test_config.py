@@ -73,3 +73,9 @@ def test_bad_override_syntax():
 def test_missing_file_named(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load(Outer, tmp_path / "nope.yaml")
+
+
+def test_command_line_scientific_notation_is_a_number():
+    # YAML 1.1 would read 5e-5 as a string; an override means the number
+    assert parse_overrides(["inner.lr=5e-5", "seed=7"]) == {"inner": {"lr": 5e-5}, "seed": 7}
+    assert load(Outer, None, ["inner.lr=5e-5"]).inner.lr == 5e-5
