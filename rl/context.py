@@ -21,6 +21,7 @@ class RunContext:
     metrics: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     engine: Any = None  # rollout pool (or HF engine), created by the runner when a stage needs it
+    runner_evaluates: bool = False  # True under StageRunner: stages need not evaluate themselves
     engine_path: str | None = None  # the policy folder whose weights the engine holds (synced state)
 
     @contextmanager

@@ -32,7 +32,8 @@ class StageRunner:
 
     def __init__(self, cfg_dict: dict[str, Any], data: Any, model_path: str):
         self.cfg: TrainConfig = from_dict(TrainConfig, cfg_dict)
-        self.ctx = RunContext(cfg=self.cfg, out=Path(self.cfg.output_dir), data=data, model_path=model_path)
+        self.ctx = RunContext(cfg=self.cfg, out=Path(self.cfg.output_dir), data=data, model_path=model_path,
+                              runner_evaluates=True)
 
     def _ensure_pool(self) -> None:
         """A pool on the current policy; restarted when a stage replaced the whole model."""

@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import datasets
-import torch
 
 from policies.chat import MODES, THINK_CLOSE, THINK_OPEN, render_prompt
 
@@ -140,54 +139,6 @@ def build_sft_dataset(
         columns["completion"].append(example["completion"])
         columns["image"].append(images[i])
     return datasets.Dataset.from_dict(columns, features=SFT_FEATURES)
-
-
-def mode_batches(modes: Sequence[str], batch_size: int, seed: int = 0, epoch: int = 0) -> list[int]:
-    """Example indices ordered so that each consecutive block of `batch_size` holds one mode.
-
-    Within each mode the indices are shuffled and cut into blocks; full blocks are shuffled
-    together and the (at most one per mode) partial blocks go last, so only the final batch or
-    two can mix modes. The order depends only on `seed` and `epoch`.
-    """
-    rng = random.Random(f"mode-batches/{seed}/{epoch}")
-    full: list[list[int]] = []
-    partial: list[int] = []
-    for mode in sorted(set(modes)):
-        idx = [i for i, m in enumerate(modes) if m == mode]
-        rng.shuffle(idx)
-        blocks = [idx[k : k + batch_size] for k in range(0, len(idx), batch_size)]
-        if blocks and len(blocks[-1]) < batch_size:
-            partial += blocks.pop()
-        full += blocks
-    rng.shuffle(full)
-    return [i for block in full for i in block] + partial
-
-
-class ModeBatchSampler(torch.utils.data.Sampler):
-    """Sampler for `Trainer`: one thinking mode per batch, a new order each epoch.
-
-    Mixed batches average the loss over all completion tokens, so a fast example's one-word
-    answer weighs about as much as one token of a deep example's reasoning; batches of one mode
-    give fast answers the weight of a whole step (and pad less). `set_epoch` (called by
-    accelerate each epoch) picks the epoch's order; without it the epochs count up by themselves.
-    """
-
-    def __init__(self, modes: Sequence[str], batch_size: int, seed: int = 0):
-        self.modes = list(modes)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.modes)
-
-    def __iter__(self):
-        order = mode_batches(self.modes, self.batch_size, self.seed, self.epoch)
-        self.epoch += 1
-        return iter(order)
 
 
 def summarize(dataset: datasets.Dataset) -> dict[str, Any]:

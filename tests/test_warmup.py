@@ -9,7 +9,7 @@ import pytest
 
 from policies.chat import FAST_PREFILL, THINK_CLOSE, THINK_OPEN
 from rl.configlib import ConfigError, FieldError
-from rl.sft_data import build_sft_dataset, mode_batches, plan_examples
+from rl.sft_data import build_sft_dataset, plan_examples
 from rl.stages.warmup import WarmupConfig
 
 
@@ -79,23 +79,13 @@ def test_plan_mode_mix_weights_and_cap():
     both = plan_examples(rows)
     assert len(both) == 2 * (100 + 50)
     one = plan_examples(rows, mode_mix=0.25, hard_weight=3, seed=1)
-    assert len(one) == 100 + 2 * 50 * 2
+    assert len(one) == 50 + 50 * 3  # one example per copy; hard rows three copies
     share = sum(m == "deep" for _, m in one) / len(one)
     assert 0.1 < share < 0.4
     assert {m for _, m in plan_examples(rows, mode_mix=1.0)} == {"deep"}
     assert plan_examples(rows, max_examples=7, seed=2) == plan_examples(rows, max_examples=7, seed=2)
     assert len(plan_examples(rows, max_examples=7)) == 7
     assert plan_examples(rows, seed=0) != plan_examples(rows, seed=1)
-
-
-def test_mode_batches_hold_one_mode():
-    modes = ["deep"] * 37 + ["fast"] * 45
-    order = mode_batches(modes, 8, seed=0, epoch=0)
-    assert sorted(order) == list(range(len(modes)))
-    full = (37 // 8 + 45 // 8) * 8
-    assert all(len({modes[i] for i in order[k : k + 8]}) == 1 for k in range(0, full, 8))
-    assert mode_batches(modes, 8, seed=0, epoch=1) != order
-    assert mode_batches(modes, 8, seed=0, epoch=0) == order
 
 
 def test_config_checks():

@@ -100,6 +100,7 @@ class RLAIFVConfig:
     splitter_temperature: float = 0.2
     labeler: str = "self"  # "self" | "oracle" (ablation only) | "model:<path-or-name>"
     labeler_temperature: float = 1.0  # logits / T of the yes/no probabilities
+    labeler_suffix: str = " Answer yes or no."  # appended to every claim question
     max_pairs_per_prompt: int = 2
     min_gap: int = 1  # |S_a − S_b| ≥ min_gap
     length_balance: bool = True

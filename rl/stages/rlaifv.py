@@ -59,7 +59,8 @@ def build_round_pairs(engine: Any, processor: Any, rows: list[dict[str, Any]], c
     if cfg.labeler == "oracle":
         labeler = make_labeler("oracle")
     else:
-        labeler = ProbabilityLabeler.from_processor(engine, processor, source=cfg.labeler, temperature=cfg.labeler_temperature)
+        labeler = ProbabilityLabeler.from_processor(engine, processor, source=cfg.labeler, temperature=cfg.labeler_temperature,
+                                                    suffix=cfg.labeler_suffix)
     labels = labeler.label(items) if items else []
     by_resp: dict[tuple[str, int], list[Any]] = defaultdict(list)
     for owner, lab in zip(owners, labels):
@@ -82,6 +83,11 @@ def build_round_pairs(engine: Any, processor: Any, rows: list[dict[str, Any]], c
     }  # fmt: skip
     if cfg.labeler != "oracle" and items:
         stats["labeler_agreement"] = labeler_agreement(labels, make_labeler("oracle").label(items))
+    elif items:  # oracle run: still measure how the policy as its own labeler would have done
+        sample = items[:500]
+        own = ProbabilityLabeler.from_processor(engine, processor, source="self", temperature=cfg.labeler_temperature,
+                                                suffix=cfg.labeler_suffix)
+        stats["self_labeler_agreement"] = labeler_agreement(own.label(sample), labels[: len(sample)])
     return pairs, stats
 
 

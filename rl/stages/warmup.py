@@ -48,7 +48,6 @@ class WarmupConfig:
     hard_qtypes: list[str] = field(default_factory=lambda: list(DEFAULT_HARD_QTYPES))
     hard_weight: int = 2  # times each hard-qtype row appears
     max_examples: int = 0  # cap on SFT examples after shuffling (0 = all)
-    mode_batches: bool = True  # each batch holds one mode (see rl.sft_data.ModeBatchSampler)
     # The vision tower stays frozen, as in the later stages: on the tiny model its random features
     # served better than training it at the text model's learning rate (measured).
     train_vision: bool = False
@@ -131,28 +130,13 @@ def point_tensorboard(trainer: Any, log_dir: Path) -> None:
             callback.logging_dir = str(log_dir)
 
 
-def make_trainer(cfg: WarmupConfig, args: Any, model: Any, processor: Any, dataset: Any) -> Any:
-    """`trl.SFTTrainer`, with one thinking mode per batch when `cfg.mode_batches` is set."""
+def train(ctx: Any, cfg: WarmupConfig, model: Any, processor: Any, dataset: Any) -> dict[str, Any]:
+    """Run `trl.SFTTrainer`; returns step count, losses and seconds. `model` is trained in place."""
     from trl import SFTTrainer
 
-    from rl.sft_data import ModeBatchSampler
-
-    if not cfg.mode_batches:
-        return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
-    modes = list(dataset["mode"])  # read now: the trainer drops unused columns before sampling
-
-    class ModeBatchedSFTTrainer(SFTTrainer):
-        def _get_train_sampler(self, train_dataset=None):
-            return ModeBatchSampler(modes, self.args.per_device_train_batch_size, self.args.seed)
-
-    return ModeBatchedSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
-
-
-def train(ctx: Any, cfg: WarmupConfig, model: Any, processor: Any, dataset: Any) -> dict[str, Any]:
-    """Run the SFT trainer; returns step count, losses and seconds. `model` is trained in place."""
     on_cpu = str(getattr(model, "device", "cpu")).startswith("cpu")
     args = sft_args(cfg, Path(ctx.out), getattr(ctx.cfg, "seed", 0), on_cpu)
-    trainer = make_trainer(cfg, args, model, processor, dataset)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
     point_tensorboard(trainer, Path(ctx.out) / "tb" / "warmup")
     t0 = time.perf_counter()
     result = trainer.train()
@@ -228,4 +212,7 @@ def run(ctx: Any) -> dict[str, Any]:
     model = merge_lora(model)  # rollout engines and later stages load plain weights
     folder = save_policy(model, processor, Path(ctx.out) / "policy_warmup")
     ctx.model_path = str(folder)
-    return {**stats, "data": summarize(dataset), "policy": str(folder), **heldout_metrics(ctx, model, processor)}
+    out = {**stats, "data": summarize(dataset), "policy": str(folder)}
+    if not getattr(ctx, "runner_evaluates", False):  # the pipeline runner evaluates every stage itself
+        out.update(heldout_metrics(ctx, model, processor))
+    return out
