@@ -37,7 +37,27 @@ def _sample(engine: Any, rows: list[dict[str, Any]], cfg: Any, rnd: int) -> list
     return engine.generate(reqs)
 
 
-def build_round_pairs(engine: Any, processor: Any, rows: list[dict[str, Any]], cfg: Any, rnd: int) -> tuple[list[Any], dict[str, Any]]:
+def labeler_engine(ctx: RunContext, processor: Any) -> tuple[Any, Any]:
+    """(scorer, processor) of the configured labeler: the policy's own pool for `self`, a separate
+    engine on its own actor for `model:<path-or-name>` (`oracle` needs none)."""
+    spec = ctx.cfg.rlaifv.labeler
+    if not spec.startswith("model:"):
+        return ctx.engine, processor
+    from policies.loading import load_processor
+
+    path = spec.split(":", 1)[1]
+    if ctx.cfg.rollout.backend == "hf":
+        from policies.hf_engine import HFEngine
+        from policies.loading import load_model
+
+        return HFEngine(load_model(path, ctx.cfg.policy).eval(), load_processor(path)), load_processor(path)
+    from rollouts.pool import RolloutPool
+
+    return RolloutPool(path, ctx.cfg.rollout), load_processor(path)
+
+
+def build_round_pairs(engine: Any, processor: Any, rows: list[dict[str, Any]], cfg: Any, rnd: int,
+                      labeler_scorer: tuple[Any, Any] | None = None) -> tuple[list[Any], dict[str, Any]]:
     """Sample, split, label, score and pair one round's prompts; returns (pairs, stats)."""
     from rewards.rlaifv.claims import ShapesClaimSplitter
     from rewards.rlaifv.labeler import LabelItem, ProbabilityLabeler, count_labels, labeler_agreement, make_labeler
@@ -56,11 +76,12 @@ def build_round_pairs(engine: Any, processor: Any, rows: list[dict[str, Any]], c
             for c in claims:
                 items.append(LabelItem(c, [row["image"]], row.get("scene")))
                 owners.append((str(row["id"]), k))
+    lab_engine, lab_processor = labeler_scorer or (engine, processor)
     if cfg.labeler == "oracle":
         labeler = make_labeler("oracle")
     else:
-        labeler = ProbabilityLabeler.from_processor(engine, processor, source=cfg.labeler, temperature=cfg.labeler_temperature,
-                                                    suffix=cfg.labeler_suffix)
+        labeler = ProbabilityLabeler.from_processor(lab_engine, lab_processor, source=cfg.labeler,
+                                                    temperature=cfg.labeler_temperature, suffix=cfg.labeler_suffix)
     labels = labeler.label(items) if items else []
     by_resp: dict[tuple[str, int], list[Any]] = defaultdict(list)
     for owner, lab in zip(owners, labels):
@@ -153,11 +174,12 @@ def run(ctx: RunContext) -> dict[str, Any]:
     rng = random.Random(cfg.seed)
     chair = [_chair(ctx.engine, held_rows, cfg.mode, ctx.cfg.seed)]
     rounds, total_steps = [], 0
+    labeler_scorer = labeler_engine(ctx, processor)
     for rnd in range(cfg.rounds):
         idx = rng.sample(range(len(train)), min(cfg.prompts_per_round, len(train)))
         rows = [train[i] for i in idx]
         with ctx.timed(f"rlaifv/round_{rnd}/pairs"):
-            pairs, stats = build_round_pairs(ctx.engine, processor, rows, cfg, rnd)
+            pairs, stats = build_round_pairs(ctx.engine, processor, rows, cfg, rnd, labeler_scorer)
         folder = ctx.out / "rlaifv" / f"round_{rnd}"
         folder.mkdir(parents=True, exist_ok=True)
         dataset = pairs_dataset(pairs, {str(r["id"]): r for r in rows}, processor, cfg.mode)
