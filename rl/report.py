@@ -99,8 +99,11 @@ def summary_md(metrics: dict[str, Any], plots: list[Path]) -> str:
         )
     rl = metrics.get("rlaifv") or {}
     if "chair_i" in rl:
+        cover = rl.get("cover", {})
         lines += ["", f"RLAIF-V (labeler `{rl.get('labeler', '?')}`): CHAIRi {rl['chair_i']['before']:.3f} → "
-                      f"{rl['chair_i']['after']:.3f}, CHAIRs {rl['chair_s']['before']:.3f} → {rl['chair_s']['after']:.3f}"]
+                      f"{rl['chair_i']['after']:.3f}, CHAIRs {rl['chair_s']['before']:.3f} → {rl['chair_s']['after']:.3f}, "
+                      f"Cover {cover.get('before', 0):.3f} → {cover.get('after', 0):.3f} (a CHAIR drop with Cover near 0 "
+                      "means the model stopped mentioning objects, not that it stopped hallucinating)"]
     lines += ["", f"Wall time: {metrics.get('wall_seconds', 0):.0f} s", ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(lines) + "\n"
