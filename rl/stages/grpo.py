@@ -106,7 +106,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         freeze_vision(model)
     train = ctx.data.train.filter(lambda t: t in gcfg.tasks, input_columns="task")
     suite = RewardSuite.from_config(cfg.rewards, tokenizer=processor.tokenizer, scorer=ctx.engine)
-    ctx.engine.sync_from_model(model) if hasattr(ctx.engine, "sync_from_model") else None
+    ctx.engine.sync_from_model(model)  # the engine holds exactly the weights the trainer starts from
     scheduler = ModeScheduler(cfg.rollout.schedule)
     sampling = SamplingSettings(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p)
     sampler = GroupSampler(ctx.engine, suite, scheduler, cfg.rewards.std_filter, _cycle_rows(train, cfg.seed + 1),
