@@ -21,24 +21,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any
-
-import datasets
+from typing import TYPE_CHECKING, Any
 
 from policies.chat import MODES, THINK_CLOSE, THINK_OPEN, render_prompt
 
+if TYPE_CHECKING:  # `datasets` is imported where used: rl.config imports this module's defaults
+    import datasets
+
 DEFAULT_HARD_QTYPES: tuple[str, ...] = ("relation", "count")
-SFT_FEATURES = datasets.Features(
-    {
-        "id": datasets.Value("string"),
-        "mode": datasets.Value("string"),
-        "task": datasets.Value("string"),
-        "qtype": datasets.Value("string"),
-        "prompt": datasets.Value("string"),
-        "completion": datasets.Value("string"),
-        "image": datasets.Image(),
-    }
-)
+SFT_COLUMNS: tuple[str, ...] = ("id", "mode", "task", "qtype", "prompt", "completion", "image")
 _TEXT_COLUMNS = ("id", "prompt", "task", "qtype", "answer", "reasoning")
 
 
@@ -103,6 +94,15 @@ def plan_examples(
     return plan[:max_examples] if max_examples > 0 else plan
 
 
+def sft_features() -> datasets.Features:
+    """Column types of the SFT dataset: text columns plus one image."""
+    import datasets
+
+    return datasets.Features(
+        {name: datasets.Image() if name == "image" else datasets.Value("string") for name in SFT_COLUMNS}
+    )
+
+
 def build_sft_dataset(
     processor: Any,
     train: datasets.Dataset,
@@ -112,11 +112,13 @@ def build_sft_dataset(
     max_examples: int = 0,
     seed: int = 0,
 ) -> datasets.Dataset:
-    """The warm-up SFT dataset (columns `SFT_FEATURES`) from a canonical-schema train split.
+    """The warm-up SFT dataset (columns `SFT_COLUMNS`) from a canonical-schema train split.
 
     Images are carried over undecoded (bytes or path), so building is cheap; they are decoded
     again when the collator reads a batch.
     """
+    import datasets
+
     missing = [c for c in (*_TEXT_COLUMNS, "image") if c not in train.column_names]
     if missing:
         raise ValueError(f"train split lacks column(s) {missing}; SFT needs {list(_TEXT_COLUMNS)} and 'image'")
@@ -125,7 +127,7 @@ def build_sft_dataset(
     plan = plan_examples(text_rows, mode_mix, hard_qtypes, hard_weight, max_examples, seed)
     eos = eos_token_of(processor)
     rendered: dict[tuple[int, str], dict[str, str]] = {}
-    columns: dict[str, list[Any]] = {name: [] for name in SFT_FEATURES}
+    columns: dict[str, list[Any]] = {name: [] for name in SFT_COLUMNS}
     for i, mode in plan:
         row = text_rows[i]
         if (i, mode) not in rendered:  # up-weighted copies share one rendering
@@ -138,7 +140,7 @@ def build_sft_dataset(
         columns["prompt"].append(example["prompt"])
         columns["completion"].append(example["completion"])
         columns["image"].append(images[i])
-    return datasets.Dataset.from_dict(columns, features=SFT_FEATURES)
+    return datasets.Dataset.from_dict(columns, features=sft_features())
 
 
 def summarize(dataset: datasets.Dataset) -> dict[str, Any]:

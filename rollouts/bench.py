@@ -85,7 +85,10 @@ def run(size: str, num_prompts: int, n: int, max_tokens: int, repeats: int) -> d
     model.eval()
     reqs = _requests(rows, n, max_tokens)
     init_ray(num_cpus=os.cpu_count())
-    pool = RolloutPool(str(folder), RolloutConfig(num_actors=1, num_cpus_per_actor=1, max_tokens={"deep": max_tokens, "fast": max_tokens}))
+    # Same thread count as transformers in this process: all cores (the pipeline keeps 1, see config).
+    cfg = RolloutConfig(num_actors=1, num_cpus_per_actor=1, threads_per_actor=os.cpu_count() or 1,
+                        max_tokens={"deep": max_tokens, "fast": max_tokens})
+    pool = RolloutPool(str(folder), cfg)
     pool_s, pool_tokens = _timed_generate(pool, reqs, repeats)
     hf_s, hf_tokens = _timed_generate(HFEngine(model, processor, {"deep": max_tokens, "fast": max_tokens}), reqs, 1)
     with torch.no_grad():

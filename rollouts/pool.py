@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,7 +71,7 @@ class RolloutPool:
         self.version = 0
         self.stats = PoolStats()
         self.in_flight = 0  # pool calls currently waiting on actors (monitoring, tests)
-        threads = cfg.threads_per_actor or os.cpu_count() or 1
+        threads = cfg.threads_per_actor or max(1, int(cfg.num_cpus_per_actor))
         env = dict(ACTOR_ENV, VLLM_CPU_KVCACHE_SPACE=str(max(1, int(cfg.kv_cache_gib))), OMP_NUM_THREADS=str(threads))
         actor_cls = ray.remote(VLLMEngine).options(
             num_cpus=cfg.num_cpus_per_actor,
