@@ -14,10 +14,10 @@ from typing import Any
 
 from policies.loading import PolicyConfig
 from rewards.config import RewardConfig
+from rewards.rlaifv.config import RLAIFVConfig
 from rl.configlib import ConfigError, FieldError, load
 from rl.data.config import DataConfig
 from rl.evaluate import EvalConfig
-from rewards.rlaifv.config import RLAIFVConfig
 from rl.stages.grpo import GRPOStageConfig
 from rl.stages.warmup import WarmupConfig
 from rollouts.config import RolloutConfig

@@ -46,7 +46,7 @@ def _cycle_rows(dataset: Any, seed: int):
     """Endless shuffled stream of rows (fresh prompts for refills)."""
     rng = random.Random(seed)
     order = list(range(len(dataset)))
-    for epoch in itertools.count():
+    for _ in itertools.count():
         rng.shuffle(order)
         for i in order:
             yield dataset[i]
@@ -90,8 +90,8 @@ def grpo_args(cfg: GRPOStageConfig, out_dir: str, max_tokens: int, temperature: 
 
 def run(ctx: RunContext) -> dict[str, Any]:
     from policies.loading import load_model, load_processor
-    from rl.checkpoints import PipelineStateCallback, latest_complete, load_pipeline_state
     from rewards.breakdown import RewardSuite
+    from rl.checkpoints import PipelineStateCallback, latest_complete, load_pipeline_state
     from rl.grpo_sampling import GroupSampler
     from rl.grpo_trainer import HybridGRPOTrainer, precomputed_reward
     from rollouts.scheduler import ModeScheduler

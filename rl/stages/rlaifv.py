@@ -60,7 +60,13 @@ def build_round_pairs(engine: Any, processor: Any, rows: list[dict[str, Any]], c
                       labeler_scorer: tuple[Any, Any] | None = None) -> tuple[list[Any], dict[str, Any]]:
     """Sample, split, label, score and pair one round's prompts; returns (pairs, stats)."""
     from rewards.rlaifv.claims import ShapesClaimSplitter
-    from rewards.rlaifv.labeler import LabelItem, ProbabilityLabeler, count_labels, labeler_agreement, make_labeler
+    from rewards.rlaifv.labeler import (
+        LabelItem,
+        ProbabilityLabeler,
+        count_labels,
+        labeler_agreement,
+        make_labeler,
+    )
     from rewards.rlaifv.pairs import build_pairs, length_balance, score_response
     from rewards.verifiers import extract_answer
 
