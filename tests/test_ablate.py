@@ -1,0 +1,187 @@
+"""Ablation runner: grid expansion, setup sharing, result skipping, tables; a real two-cell grid."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rl.ablate import (
+    expand,
+    load_grid,
+    lookup,
+    run_grid,
+    setup_dir,
+    write_table,
+)
+from rl.configlib import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _grid_file(tmp_path: Path, body: str, name: str = "grid.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(body.replace("OUT", str(tmp_path / "out")).replace("CONFIG", str(ROOT / "configs" / "smoke.yaml")))
+    return path
+
+
+GRID = """
+name: g
+config: CONFIG
+output_dir: OUT
+overrides: [grpo.steps=1]
+setup: {overrides: ["stages=[warmup]"]}
+cell_overrides: ["stages=[grpo]"]
+seeds: [0, 1]
+axes:
+  schedule:
+    deep: [rollout.schedule.kind=deep_only]
+    fast: [rollout.schedule.kind=fast_only]
+  lr:
+    low: [grpo.learning_rate=1e-5]
+    high: [grpo.learning_rate=1e-4]
+    mid: []
+columns:
+  acc: grpo.heldout_accuracy.deep
+  tokens: grpo_total_tokens
+"""
+
+
+def _fake_result(run_dir: Path, acc: float, tokens: list[int]) -> None:
+    (run_dir / "report").mkdir(parents=True, exist_ok=True)
+    metrics = {"grpo": {"heldout_accuracy": {"deep": acc}, "log": [{"step": i, "tokens/deep": t, "tokens/fast": 1} for i, t in enumerate(tokens)]}}
+    (run_dir / "report" / "metrics.json").write_text(json.dumps(metrics))
+
+
+def _fake_setup(sdir: Path) -> None:
+    (sdir / "stages").mkdir(parents=True, exist_ok=True)
+    (sdir / "config.json").write_text(json.dumps({"stages": ["warmup"]}))
+    (sdir / "stages" / "warmup.json").write_text(json.dumps({"metrics": {}, "model_path": str(sdir / "policy_warmup")}))
+    _fake_result(sdir, 0.1, [1])
+
+
+def test_grid_expands_to_the_product_of_axes_times_seeds(tmp_path):
+    grid = load_grid(_grid_file(tmp_path, GRID))
+    cells = expand(grid)
+    assert len(cells) == 2 * 3 * 2
+    names = [c.name for c in cells]
+    assert len(set(names)) == len(names)
+    first = cells[0]
+    assert first.settings == {"schedule": "deep", "lr": "low"} and first.seed == 0
+    assert first.overrides == ["grpo.steps=1", "stages=[grpo]", "rollout.schedule.kind=deep_only", "grpo.learning_rate=1e-5"]
+    assert cells[1].seed == 1 and cells[1].settings == first.settings
+    assert all(c.out.parent == (tmp_path / "out" / "cells") for c in cells)
+
+
+def test_grids_with_the_same_setup_share_one_setup_run_and_a_changed_setup_does_not(tmp_path):
+    a = load_grid(_grid_file(tmp_path, GRID, "a.yaml"))
+    b = load_grid(_grid_file(tmp_path, GRID.replace("name: g", "name: other").replace("seeds: [0, 1]", "seeds: [3]"), "b.yaml"))
+    c = load_grid(_grid_file(tmp_path, GRID.replace("overrides: [grpo.steps=1]", "overrides: [grpo.steps=2]"), "c.yaml"))
+    assert setup_dir(a) == setup_dir(b)
+    assert setup_dir(a) != setup_dir(c)
+
+
+@pytest.mark.parametrize("body, needle", [
+    (GRID.replace("name: g", "name: g\nbogus: 1"), "bogus"),
+    (GRID.replace("CONFIG", "/nonexistent/base.yaml"), "does not exist"),
+    (GRID.replace("cell_overrides: [\"stages=[grpo]\"]", "cell_overrides: [seed=3]"), "sets output_dir and seed"),
+    (GRID.replace("cell_overrides: [\"stages=[grpo]\"]", "cell_overrides: [nonsense]"), "key=value"),
+])
+def test_bad_grid_files_name_the_problem(tmp_path, body, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_grid(_grid_file(tmp_path, body))
+
+
+def test_runner_skips_existing_results_runs_the_rest_and_records_failures(tmp_path):
+    grid = load_grid(_grid_file(tmp_path, GRID.replace("seeds: [0, 1]", "seeds: [0]")))
+    cells = expand(grid)
+    _fake_setup(setup_dir(grid))
+    _fake_result(cells[0].out, 0.5, [10, 20])  # already done: must not run again
+    calls: list[list[str]] = []
+
+    def fake_runner(cmd: list[str], log: Path, timeout_s: int) -> int:
+        calls.append(cmd)
+        out = Path(next(a for a in cmd if a.startswith("output_dir=")).split("=", 1)[1])
+        if "grpo.learning_rate=1e-4" in cmd:
+            return 1  # these cells fail without a result
+        _fake_result(out, 0.25, [5])
+        return 0
+
+    outcomes = run_grid(grid, runner=fake_runner)
+    status = {o.cell.name: o.status for o in outcomes}
+    assert status[cells[0].name] == "skipped"
+    assert len(calls) == len(cells) - 1
+    assert all(f"policy.name_or_path={setup_dir(grid) / 'policy_warmup'}" in cmd for cmd in calls)
+    assert sorted(status.values()).count("failed") == 2
+    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
+    by_cell = {r["cell"]: r for r in rows}
+    assert float(by_cell[cells[0].name]["acc"]) == 0.5 and float(by_cell[cells[0].name]["tokens"]) == 32
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert len(failed) == 2 and all(r["acc"] == "" for r in failed)
+    assert (tmp_path / "out" / "comparison.png").stat().st_size > 0
+    # A second invocation runs only what failed before.
+    calls.clear()
+    run_grid(grid, runner=fake_runner)
+    assert len(calls) == 2
+
+
+def test_table_writer_formats_numbers_and_missing_values(tmp_path):
+    rows = [{"cell": "a", "x": 0.123456, "y": None, "z": 12345.6}, {"cell": "b", "x": 1, "y": "text", "z": float("nan")}]
+    csv_path, md_path = write_table(rows, ["cell", "x", "y", "z"], tmp_path)
+    md = md_path.read_text().splitlines()
+    assert md[0] == "| cell | x | y | z |"
+    assert md[2] == "| a | 0.123 | – | 12346 |"
+    assert md[3] == "| b | 1 | text | nan |"
+    assert list(csv.DictReader(csv_path.open()))[0] == {"cell": "a", "x": "0.123456", "y": "", "z": "12345.6"}
+
+
+def test_lookup_reads_dotted_keys_list_indices_and_derived_columns():
+    m = {"rlaifv": {"chair_i": {"per_round": [0.5, 0.4]}}, "grpo": {"log": [{"tokens/deep": 3, "tokens/fast": 2}, {"tokens/deep": 1}]}}
+    assert lookup(m, "rlaifv.chair_i.per_round.1") == 0.4
+    assert lookup(m, "rlaifv.chair_i.per_round.5") is None
+    assert lookup(m, "grpo_total_tokens") == 6
+    assert lookup(m, "grpo_fast_tokens") == 2
+    assert lookup(m, "missing.key") is None
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.vllm
+def test_two_cell_smoke_grid_runs_and_writes_the_table(tmp_path):
+    body = """
+name: smoke2
+config: CONFIG
+output_dir: OUT
+overrides: [grpo.steps=1, warmup.steps=2, eval.max_examples=4, ray.trainer_in_actor=false]
+setup: {overrides: ["stages=[warmup]"]}
+cell_overrides: ["stages=[grpo]"]
+axes:
+  schedule:
+    deep_only: [rollout.schedule.kind=deep_only]
+    fast_only: [rollout.schedule.kind=fast_only]
+baseline_columns:
+  acc_deep: warmup.heldout_accuracy.deep
+columns:
+  acc_deep: grpo.heldout_accuracy.deep
+  train_tokens_deep: grpo_deep_tokens
+  train_tokens_fast: grpo_fast_tokens
+"""
+    grid = _grid_file(tmp_path, body)
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token", TRL_EXPERIMENTAL_SILENCE="1")
+    proc = subprocess.run([sys.executable, "-m", "rl.ablate", "--grid", str(grid)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = {r["cell"]: r for r in csv.DictReader((tmp_path / "out" / "results.csv").open())}
+    assert set(rows) == {"baseline (setup)", "schedule-deep_only", "schedule-fast_only"}
+    assert all(rows[c]["status"] == "done" for c in ("schedule-deep_only", "schedule-fast_only"))
+    # The schedule reached the actors: each cell sampled only its own mode.
+    assert float(rows["schedule-deep_only"]["train_tokens_deep"]) > 0 and rows["schedule-deep_only"]["train_tokens_fast"] in ("", "0.0")
+    assert float(rows["schedule-fast_only"]["train_tokens_fast"]) > 0 and rows["schedule-fast_only"]["train_tokens_deep"] in ("", "0.0")
+    again = subprocess.run([sys.executable, "-m", "rl.ablate", "--grid", str(grid)], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout.count("result exists; skipped") == 3
