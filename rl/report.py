@@ -104,6 +104,12 @@ def summary_md(metrics: dict[str, Any], plots: list[Path]) -> str:
                       f"{rl['chair_i']['after']:.3f}, CHAIRs {rl['chair_s']['before']:.3f} → {rl['chair_s']['after']:.3f}, "
                       f"Cover {cover.get('before', 0):.3f} → {cover.get('after', 0):.3f} (a CHAIR drop with Cover near 0 "
                       "means the model stopped mentioning objects, not that it stopped hallucinating)"]
+    bon = rl.get("best_of_n")
+    if isinstance(bon, dict):
+        rs = bon.get("random_sample", {})
+        lines += ["", f"RLAIF-V best-of-{bon.get('n', '?')} (self-reward): CHAIRi {bon.get('chair_i', 0):.3f}, "
+                      f"CHAIRs {bon.get('chair_s', 0):.3f}, Cover {bon.get('cover', 0):.3f} vs a random sample "
+                      f"{rs.get('chair_i', 0):.3f} / {rs.get('chair_s', 0):.3f} / {rs.get('cover', 0):.3f}"]
     lines += ["", f"Wall time: {metrics.get('wall_seconds', 0):.0f} s", ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(lines) + "\n"

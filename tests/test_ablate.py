@@ -184,4 +184,4 @@ columns:
     assert float(rows["schedule-fast_only"]["train_tokens_fast"]) > 0 and rows["schedule-fast_only"]["train_tokens_deep"] in ("", "0.0")
     again = subprocess.run([sys.executable, "-m", "rl.ablate", "--grid", str(grid)], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and again.stdout.count("result exists; skipped") == 3
+    assert again.returncode == 0 and again.stdout.count("result exists") == 3

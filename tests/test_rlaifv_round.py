@@ -21,6 +21,7 @@ def test_one_round_writes_pairs_and_changes_the_policy(tmp_path, tiny_model_dir,
     cfg.rlaifv.max_tokens, cfg.rlaifv.labeler = 24, "oracle"  # ground truth: rejections guaranteed
     cfg.rlaifv.dpo.max_steps, cfg.rlaifv.dpo.learning_rate = 1, 1e-2
     cfg.eval.max_examples = 4
+    cfg.rlaifv.best_of_n, cfg.rlaifv.best_of_n_samples = True, 2  # reference: the tiny model on disk
     engine_model = load_model(tiny_model_dir, PolicyConfig()).eval()
     engine = HFEngine(engine_model, load_processor(tiny_model_dir), {"deep": 24, "fast": 24})
     before = {n: p.detach().clone() for n, p in engine_model.named_parameters()}
@@ -38,3 +39,7 @@ def test_one_round_writes_pairs_and_changes_the_policy(tmp_path, tiny_model_dir,
     assert "self_labeler_agreement" in rnd
     assert set(metrics["chair_i"]) >= {"before", "after"}
     assert Path(ctx.model_path).name == "policy_rlaifv"
+    bon = metrics["best_of_n"]
+    held = min(4, sum(t == "description" for t in shapes_small["heldout"]["task"]))
+    assert bon["n"] == 2 and bon["prompts"] == held > 0 and bon["failed_rollouts"] == 0 and bon["score_errors"] == 0
+    assert set(bon) >= {"chair_i", "chair_s", "cover"} and set(bon["random_sample"]) == {"chair_i", "chair_s", "cover"}

@@ -88,12 +88,25 @@ def grpo_args(cfg: GRPOStageConfig, out_dir: str, max_tokens: int, temperature: 
     return GRPOConfig(**kwargs)
 
 
-def run(ctx: RunContext) -> dict[str, Any]:
+@dataclass
+class GRPOSetup:
+    """What the stage trains with: the policy, its processor, the training rows, the reward suite
+    and the group sampler (built by `prepare`, also used by `rl.bench`)."""
+
+    model: Any
+    processor: Any
+    train: Any
+    suite: Any
+    sampler: Any
+
+
+def prepare(ctx: RunContext) -> GRPOSetup:
+    """Load the policy (vision tower frozen unless configured otherwise), pick the training rows of
+    `grpo.tasks`, build the reward suite and the group sampler on `ctx.engine`, and sync the engine
+    to the policy so it holds exactly the weights the trainer starts from."""
     from policies.loading import load_model, load_processor
     from rewards.breakdown import RewardSuite
-    from rl.checkpoints import PipelineStateCallback, latest_complete, load_pipeline_state
     from rl.grpo_sampling import GroupSampler
-    from rl.grpo_trainer import HybridGRPOTrainer, precomputed_reward
     from rollouts.scheduler import ModeScheduler
     from rollouts.types import SamplingSettings
 
@@ -111,6 +124,31 @@ def run(ctx: RunContext) -> dict[str, Any]:
     sampling = SamplingSettings(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p)
     sampler = GroupSampler(ctx.engine, suite, scheduler, cfg.rewards.std_filter, _cycle_rows(train, cfg.seed + 1),
                            gcfg.num_generations, sampling)
+    return GRPOSetup(model, processor, train, suite, sampler)
+
+
+def make_trainer(setup: GRPOSetup, args: Any, engine: Any, callbacks: list[Any] | None = None) -> Any:
+    """The HybridGRPOTrainer of `setup` (TRL args from `grpo_args`), sampling through `engine`."""
+    from rl.grpo_trainer import HybridGRPOTrainer, precomputed_reward
+
+    return HybridGRPOTrainer(
+        model=setup.model,
+        reward_funcs=[precomputed_reward],
+        args=args,
+        train_dataset=setup.train,
+        processing_class=setup.processor,
+        sampler=setup.sampler,
+        pool=engine,
+        callbacks=callbacks,
+    )
+
+
+def run(ctx: RunContext) -> dict[str, Any]:
+    from rl.checkpoints import PipelineStateCallback, latest_complete, load_pipeline_state
+
+    cfg, gcfg = ctx.cfg, ctx.cfg.grpo
+    setup = prepare(ctx)
+    model, processor, train, suite, sampler = setup.model, setup.processor, setup.train, setup.suite, setup.sampler
     out_dir = str(ctx.out / "grpo")
     args = grpo_args(gcfg, out_dir, max(cfg.rollout.max_tokens.values()), cfg.rollout.temperature, cfg.seed)
     resume = latest_complete(out_dir)
@@ -120,16 +158,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     elif cfg.rewards.rlpr.precompute and suite.rlpr_rewards():
         with ctx.timed("grpo/rlpr_precompute"):
             precompute_debias(suite, train, processor)
-    trainer = HybridGRPOTrainer(
-        model=model,
-        reward_funcs=[precomputed_reward],
-        args=args,
-        train_dataset=train,
-        processing_class=processor,
-        sampler=sampler,
-        pool=ctx.engine,
-        callbacks=[PipelineStateCallback(sampler.state_dict)],
-    )
+    trainer = make_trainer(setup, args, ctx.engine, [PipelineStateCallback(sampler.state_dict)])
     with ctx.timed("grpo/train"):
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     ctx.engine.sync_from_model(model)  # the last optimizer step, for evaluation and later stages

@@ -7,6 +7,11 @@ log-probs), scores responses by −rejected claims, builds length-balanced pairs
 parquet dataset (`rlaifv/round_K/pairs.parquet`) and runs TRL's DPOTrainer with the round's
 starting policy as reference. The new weights are synced to the pool before the next round.
 CHAIR metrics on held-out descriptions are measured before the first and after every round.
+
+With `best_of_n: true`, the final policy is also evaluated with best-of-N self-reward (RLAIF-V
+§3.4): `best_of_n_samples` candidates per held-out description at the training temperature,
+reranked by the length-normalised implicit DPO reward against the stage's starting policy, with
+the first (unreranked) candidate as the baseline at the same temperature (`best_of_n_eval`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rl.context import RunContext
 
-from rollouts.types import RolloutRequest, SamplingSettings
+from rollouts.types import RolloutRequest, SamplingSettings, ScoreRequest
 
 
 def _chair(engine: Any, rows: list[dict[str, Any]], mode: str, seed: int) -> dict[str, Any]:
@@ -29,6 +34,84 @@ def _chair(engine: Any, rows: list[dict[str, Any]], mode: str, seed: int) -> dic
     outs = engine.generate([RolloutRequest(f"chair-{r['id']}", list(r["prompt"]), [r["image"]], mode, 1, greedy) for r in rows])
     texts = [extract_answer(o.completions[0].text) if o.ok and o.completions else "" for o in outs]
     return chair_metrics(texts, [list(r["objects"]) for r in rows])
+
+
+def _scored_logprobs(scorer: Any, requests: list[ScoreRequest | None]) -> tuple[list[list[float] | None], int]:
+    """Log-probs of each request through `scorer` (one call; None passes through as None, an empty
+    sequence as []); (log-probs or None per request, number of failed scores)."""
+    todo = [r for r in requests if r is not None and r.target_start < len(r.token_ids)]
+    results = iter(scorer.score(todo) if todo else [])
+    out: list[list[float] | None] = []
+    failed = 0
+    for req in requests:
+        if req is None:
+            out.append(None)
+            continue
+        expected = len(req.token_ids) - req.target_start
+        if expected == 0:
+            out.append([])
+            continue
+        res = next(results, None)
+        if res is None or res.error is not None or len(res.logprobs) != expected:
+            out.append(None)
+            failed += 1
+        else:
+            out.append([float(x) for x in res.logprobs])
+    return out, failed
+
+
+def best_of_n_eval(engine: Any, ref_scorer: Any, rows: list[dict[str, Any]], cfg: Any, seed: int) -> dict[str, Any]:
+    """CHAIR of best-of-N self-reward vs a random sample, on held-out description `rows`.
+
+    Samples `cfg.best_of_n_samples` candidates per row from `engine` (the current policy) at
+    `cfg.temperature`, scores every candidate (prompt ‖ completion ids, EOS included) at
+    temperature 1 under the policy (`engine.score`: the sampler's log-probs are tempered, so
+    they are not reused) and under the reference (`ref_scorer`), keeps the candidate with the
+    highest (β/T)Σ[log π_θ − log π_ref] (β = `cfg.dpo.beta`) and measures CHAIR on its answer.
+    The baseline is candidate 0 of the same rows. Rows whose rollout failed are skipped
+    (`failed_rollouts`); a candidate that could not be scored ranks last (`score_errors`).
+    """
+    from rewards.rlaifv.best_of_n import choose_best
+    from rewards.rlaifv.hallucination import chair_metrics
+    from rewards.verifiers import extract_answer
+
+    n = cfg.best_of_n_samples
+    sampling = SamplingSettings(temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=seed)
+    reqs = [RolloutRequest(f"bon-{r['id']}", list(r["prompt"]), [r["image"]], cfg.mode, n, sampling) for r in rows]
+    outs = engine.generate(reqs)
+    kept: list[tuple[dict[str, Any], Any]] = []
+    for row, ro in zip(rows, outs, strict=True):
+        if ro.ok and ro.completions:
+            kept.append((row, ro))
+    score_reqs: list[ScoreRequest | None] = []
+    for row, ro in kept:
+        prompt = list(ro.prompt_ids)
+        for k, comp in enumerate(ro.completions):
+            score_reqs.append(
+                ScoreRequest(prompt + list(comp.completion_ids), [row["image"]], len(prompt), 1.0, f"bon-{row['id']}-{k}")
+                if prompt else None
+            )
+    policy_lps, policy_failed = _scored_logprobs(engine, score_reqs)
+    ref_lps, ref_failed = _scored_logprobs(ref_scorer, score_reqs)
+    candidates, pol_rows, ref_rows, pos = [], [], [], 0
+    for _, ro in kept:
+        m = len(ro.completions)
+        candidates.append([c.text for c in ro.completions])
+        pol_rows.append(policy_lps[pos : pos + m])
+        ref_rows.append(ref_lps[pos : pos + m])
+        pos += m
+    choices = choose_best(candidates, pol_rows, ref_rows, cfg.dpo.beta)
+    truths = [list(row["objects"]) for row, _ in kept]
+    best = chair_metrics([extract_answer(c.text) for c in choices], truths)
+    first = chair_metrics([extract_answer(texts[0]) for texts in candidates], truths)
+    unscored = sum(req is None for req in score_reqs)
+    return {
+        "n": n, "chair_i": best["chair_i"], "chair_s": best["chair_s"], "cover": best["cover"],
+        "random_sample": {"chair_i": first["chair_i"], "chair_s": first["chair_s"], "cover": first["cover"]},
+        "prompts": len(kept), "failed_rollouts": len(rows) - len(kept),
+        "score_errors": policy_failed + ref_failed + unscored,
+        "reranked": sum(c.index != 0 for c in choices),  # prompts where the pick is not candidate 0
+    }  # fmt: skip
 
 
 def _sample(engine: Any, rows: list[dict[str, Any]], cfg: Any, rnd: int) -> list[Any]:
@@ -170,6 +253,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     from policies.loading import freeze_vision, load_model, load_processor
 
     cfg = ctx.cfg.rlaifv
+    start_path = ctx.model_path  # the reference of best-of-N: the policy the stage started from
     processor = load_processor(ctx.model_path, ctx.cfg.policy.trust_remote_code)
     model = load_model(ctx.model_path, ctx.cfg.policy)
     if ctx.cfg.policy.freeze_vision:
@@ -203,9 +287,19 @@ def run(ctx: RunContext) -> dict[str, Any]:
     model.save_pretrained(final)
     processor.save_pretrained(final)
     ctx.model_path = ctx.engine_path = str(final)
+    best = None
+    if cfg.best_of_n:
+        from policies.scoring import HFScorer
+
+        del model  # saved; the engine holds the synced weights
+        with ctx.timed("rlaifv/best_of_n"):
+            ref = load_model(start_path, ctx.cfg.policy).eval()
+            best = best_of_n_eval(ctx.engine, HFScorer(ref, processor), held_rows, cfg, ctx.cfg.seed)
+            del ref
     return {
         "steps": total_steps, "labeler": cfg.labeler, "rounds": rounds,
         "chair_i": {"before": chair[0]["chair_i"], "after": chair[-1]["chair_i"], "per_round": [c["chair_i"] for c in chair]},
         "chair_s": {"before": chair[0]["chair_s"], "after": chair[-1]["chair_s"], "per_round": [c["chair_s"] for c in chair]},
         "cover": {"before": chair[0]["cover"], "after": chair[-1]["cover"]},
+        "best_of_n": best,
     }  # fmt: skip
