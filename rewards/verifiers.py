@@ -89,6 +89,20 @@ def exact_match(prediction: str, reference: str) -> bool:
     return bool(ref) and normalize_text(prediction) == ref
 
 
+def token_f1(prediction: str, reference: str) -> float:
+    """Word-overlap F1 of the normalised texts (SQuAD-style partial credit for free-form answers)."""
+    from collections import Counter
+
+    pred, ref = normalize_text(prediction).split(), normalize_text(reference).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
 def phrase_match(prediction: str, reference: str, max_words: int = 10) -> bool:
     """True iff the normalised reference occurs as a whole-word phrase in a short prediction.
 

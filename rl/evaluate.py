@@ -4,7 +4,8 @@ Every held-out example is answered in both modes with greedy decoding through an
 (the vLLM rollout pool in a run, transformers `generate` in the smoke stage), so deep and fast
 accuracy are measured on the same prompts. Short answers are checked by the rule verifiers;
 free-form answers by normalised exact match against the reference (a phrase-inside match would
-accept "above and to the left of X" for "to the left of X"); descriptions by CHAIR metrics
+accept "above and to the left of X" for "to the left of X"), with word-overlap F1 beside it as
+partial credit (`freeform_f1`); descriptions by CHAIR metrics
 against the scene's object list when the RLAIF-V metrics are available.
 """
 
@@ -14,7 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from rewards.verifiers import exact_match, extract_answer, verify
+from rewards.verifiers import exact_match, extract_answer, token_f1, verify
 from rollouts.types import MODES, RolloutRequest, SamplingSettings
 
 
@@ -51,13 +52,13 @@ def evaluate(engine: Any, dataset: Any, cfg: EvalConfig) -> dict[str, Any]:
     n = len(dataset) if cfg.max_examples <= 0 else min(cfg.max_examples, len(dataset))
     rows = [dataset[i] for i in range(n)]
     modes = cfg.modes or list(MODES)
-    out: dict[str, Any] = {"n": n, "accuracy": {}, "accuracy_by_task": {}, "mean_completion_tokens": {}}
+    out: dict[str, Any] = {"n": n, "accuracy": {}, "accuracy_by_task": {}, "freeform_f1": {}, "mean_completion_tokens": {}}
     for mode in modes:
         rollouts = []
         for start in range(0, n, cfg.batch_size):
             rollouts += engine.generate(eval_requests(rows[start : start + cfg.batch_size], mode, cfg.seed))
         by_task: dict[str, list[float]] = defaultdict(list)
-        lengths, desc_rows, desc_texts = [], [], []
+        lengths, desc_rows, desc_texts, f1s = [], [], [], []
         for row, ro in zip(rows, rollouts):
             text = ro.completions[0].text if ro.ok and ro.completions else ""
             lengths.append(len(ro.completions[0].completion_ids) if ro.ok and ro.completions else 0)
@@ -66,10 +67,14 @@ def evaluate(engine: Any, dataset: Any, cfg: EvalConfig) -> dict[str, Any]:
                 desc_texts.append(text)
             else:
                 by_task[row["task"]].append(float(is_correct(row, text)))
+                if row["task"] == "freeform":
+                    f1s.append(token_f1(extract_answer(text), row["answer"]))
         scored = [v for vals in by_task.values() for v in vals]
         out["accuracy"][mode] = sum(scored) / len(scored) if scored else 0.0
         out["accuracy_by_task"][mode] = {t: sum(v) / len(v) for t, v in by_task.items()}
         out["mean_completion_tokens"][mode] = sum(lengths) / max(len(lengths), 1)
+        if f1s:  # partial credit next to exact match: the tiny policy rarely gets a phrase exactly
+            out["freeform_f1"][mode] = sum(f1s) / len(f1s)
         if desc_rows:
             out.setdefault("chair", {})[mode] = _chair(desc_rows, desc_texts)
     out["accuracy"]["mean"] = sum(out["accuracy"][m] for m in modes) / len(modes)

@@ -66,7 +66,7 @@ def _parity(pool: Any, model: Any, processor: Any, rows: list[dict[str, Any]]) -
     return max(abs(a - b) for x, y in zip(actor, trainer) for a, b in zip(x.logprobs, y.logprobs, strict=True))
 
 
-def run(size: str, num_prompts: int, n: int, max_tokens: int, repeats: int) -> dict[str, Any]:
+def run(size: str, num_prompts: int, n: int, max_tokens: int, repeats: int, enforce_eager: bool = True) -> dict[str, Any]:
     import torch
 
     from policies.hf_engine import HFEngine
@@ -87,8 +87,10 @@ def run(size: str, num_prompts: int, n: int, max_tokens: int, repeats: int) -> d
     init_ray(num_cpus=os.cpu_count())
     # Same thread count as transformers in this process: all cores (the pipeline keeps 1, see config).
     cfg = RolloutConfig(num_actors=1, num_cpus_per_actor=1, threads_per_actor=os.cpu_count() or 1,
-                        max_tokens={"deep": max_tokens, "fast": max_tokens})
+                        max_tokens={"deep": max_tokens, "fast": max_tokens}, enforce_eager=enforce_eager)
+    t0 = time.perf_counter()
     pool = RolloutPool(str(folder), cfg)
+    start_s = time.perf_counter() - t0
     pool_s, pool_tokens = _timed_generate(pool, reqs, repeats)
     hf_s, hf_tokens = _timed_generate(HFEngine(model, processor, {"deep": max_tokens, "fast": max_tokens}), reqs, 1)
     with torch.no_grad():
@@ -99,7 +101,8 @@ def run(size: str, num_prompts: int, n: int, max_tokens: int, repeats: int) -> d
     stats = pool.sync(payload)
     result = {
         "size": size, "num_params": sum(p.numel() for p in model.parameters()),
-        "num_prompts": num_prompts, "n": n, "max_tokens": max_tokens,
+        "num_prompts": num_prompts, "n": n, "max_tokens": max_tokens, "enforce_eager": enforce_eager,
+        "pool_start_seconds": start_s,
         "pool_tokens_per_s": pool_tokens / pool_s, "hf_generate_tokens_per_s": hf_tokens / hf_s,
         "sync_seconds": stats.seconds, "sync_bytes": stats.num_bytes, "sync_gb_per_s": stats.gb_per_s,
         "sync_tensors": stats.num_tensors, "sync_skipped_frozen": stats.skipped_frozen,
@@ -120,8 +123,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--compile", action="store_true",
+                        help="let vLLM compile the model (enforce_eager=false): slower start, faster decoding")
     args = parser.parse_args(argv)
-    res = run(args.size, args.prompts, args.n, args.max_tokens, args.repeats)
+    res = run(args.size, args.prompts, args.n, args.max_tokens, args.repeats, enforce_eager=not args.compile)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
     width = max(len(k) for k in res)
