@@ -53,6 +53,8 @@ def test_config_defaults_and_validation():
         },
     )
     assert ok.dpo.dpo_kwargs()["max_length"] == 256 and ok.dpo.dpo_kwargs()["loss_type"] == ["sigmoid"]
+    mixed = from_dict(RLAIFVConfig, {"dpo": {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.5]}})
+    assert mixed.dpo.dpo_kwargs()["loss_type"] == ["sigmoid", "sft"] and mixed.dpo.dpo_kwargs()["loss_weights"] == [1.0, 0.5]
     assert parse_labeler_spec("model:org/vlm-7b") == ("model", "org/vlm-7b")
     assert parse_splitter_spec("shapes") == ("shapes", "")
     bad = [
@@ -64,6 +66,7 @@ def test_config_defaults_and_validation():
         ({"temperature": 0.0}, "temperature"),
         ({"dpo": {"beta": -1.0}}, "dpo.beta"),
         ({"dpo": {"trl": {"beta": 0.2}}}, "dpo.trl.beta"),
+        ({"dpo": {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0]}}, "dpo.loss_weights"),
         ({"best_of_n": True, "best_of_n_samples": 1}, "best_of_n_samples"),
         ({"nonsense": 1}, "nonsense"),
     ]

@@ -44,7 +44,10 @@ class DPOSettings:
 
     beta: float = 0.1
     learning_rate: float = 5e-7  # RLAIF-V; MiniCPM-V 4.5 used 1e-6
-    loss_type: str = "sigmoid"
+    # One TRL loss or several combined (e.g. [sigmoid, sft]: DPO plus NLL on the chosen answer,
+    # as in RPO / MPO, which keeps the policy from escaping pairs by saying less).
+    loss_type: str | list[str] = "sigmoid"
+    loss_weights: list[float] | None = None  # one per loss_type entry (TRL default: all 1.0)
     num_train_epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs (TRL semantics)
     per_device_train_batch_size: int = 4
@@ -58,6 +61,9 @@ class DPOSettings:
             raise FieldError("learning_rate", f"must be > 0, got {self.learning_rate!r}")
         if not self.loss_type:
             raise FieldError("loss_type", "must name a DPO loss (e.g. sigmoid)")
+        n_losses = 1 if isinstance(self.loss_type, str) else len(self.loss_type)
+        if self.loss_weights is not None and len(self.loss_weights) != n_losses:
+            raise FieldError("loss_weights", f"needs one weight per loss_type entry ({n_losses}), got {len(self.loss_weights)}")
         if self.max_steps == 0 or self.max_steps < -1:
             raise FieldError("max_steps", f"must be -1 (use epochs) or >= 1, got {self.max_steps!r}")
         if self.max_steps == -1 and not self.num_train_epochs > 0:
@@ -74,7 +80,8 @@ class DPOSettings:
         return {
             "beta": self.beta,
             "learning_rate": self.learning_rate,
-            "loss_type": [self.loss_type],
+            "loss_type": [self.loss_type] if isinstance(self.loss_type, str) else list(self.loss_type),
+            "loss_weights": self.loss_weights,
             "num_train_epochs": self.num_train_epochs,
             "max_steps": self.max_steps,
             "per_device_train_batch_size": self.per_device_train_batch_size,
