@@ -121,7 +121,9 @@ def build_sft_dataset(
 
     missing = [c for c in (*_TEXT_COLUMNS, "image") if c not in train.column_names]
     if missing:
-        raise ValueError(f"train split lacks column(s) {missing}; SFT needs {list(_TEXT_COLUMNS)} and 'image'")
+        raise ValueError(
+            f"train split lacks column(s) {missing}; SFT needs {list(_TEXT_COLUMNS)} and 'image'"
+        )
     text_rows = train.select_columns(list(_TEXT_COLUMNS)).to_list()
     images = list(train.cast_column("image", datasets.Image(decode=False))["image"])
     plan = plan_examples(text_rows, mode_mix, hard_qtypes, hard_weight, max_examples, seed)
@@ -147,7 +149,7 @@ def summarize(dataset: datasets.Dataset) -> dict[str, Any]:
     """Example counts by mode and by qtype (for logs and metrics)."""
     by_mode: dict[str, int] = {}
     by_qtype: dict[str, int] = {}
-    for mode, qtype in zip(dataset["mode"], dataset["qtype"]):
+    for mode, qtype in zip(dataset["mode"], dataset["qtype"], strict=True):
         by_mode[mode] = by_mode.get(mode, 0) + 1
         by_qtype[qtype] = by_qtype.get(qtype, 0) + 1
     return {"examples": len(dataset), "by_mode": by_mode, "by_qtype": by_qtype}

