@@ -99,12 +99,14 @@ def run(size: str, num_prompts: int, n: int, max_tokens: int, repeats: int, enfo
                 p.add_(torch.randn_like(p) * 0.01)
     payload = collect_trainable(model, pool.version + 1)
     stats = pool.sync(payload)
+    apply_s = max(h.get("last_apply_s", 0.0) for h in pool.health())
     result = {
         "size": size, "num_params": sum(p.numel() for p in model.parameters()),
         "num_prompts": num_prompts, "n": n, "max_tokens": max_tokens, "enforce_eager": enforce_eager,
         "pool_start_seconds": start_s,
         "pool_tokens_per_s": pool_tokens / pool_s, "hf_generate_tokens_per_s": hf_tokens / hf_s,
         "sync_seconds": stats.seconds, "sync_bytes": stats.num_bytes, "sync_gb_per_s": stats.gb_per_s,
+        "sync_apply_seconds": apply_s, "sync_transfer_seconds": stats.seconds - apply_s,
         "sync_tensors": stats.num_tensors, "sync_skipped_frozen": stats.skipped_frozen,
         "memcpy_gb_per_s": _memcpy_gb_per_s(payload),
         "parity_max_abs_logprob_diff": _parity(pool, model, processor, rows),

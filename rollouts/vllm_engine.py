@@ -40,6 +40,7 @@ class VLLMEngine:
         self.version = 0
         self._staged: list[tuple[str, Any]] = []
         self._staged_version: int | None = None
+        self.last_apply_s = 0.0
         self.processor = AutoProcessor.from_pretrained(model_path)
         self.layout = ImageTokenLayout.from_processor(self.processor)
         kwargs: dict[str, Any] = {}
@@ -172,11 +173,13 @@ class VLLMEngine:
 
     # ----------------------------------------------------------------- weights
     def _apply(self, named: list[tuple[str, Any]]) -> None:
+        t0 = time.perf_counter()
         worker = self.llm.llm_engine.model_executor.driver_worker.worker
         worker.reload_weights(weights_iterator=iter(named))
         self.llm.reset_prefix_cache()
         self.llm.reset_mm_cache()
         self.llm.llm_engine.reset_encoder_cache()
+        self.last_apply_s = time.perf_counter() - t0  # engine side of a sync (reload + repack)
 
     def update_weights(self, named_tensors: list[tuple[str, Any]], version: int) -> int:
         self._apply(list(named_tensors))
@@ -195,7 +198,7 @@ class VLLMEngine:
         return self.update_weights(staged, bucket.version)
 
     def health(self) -> dict[str, Any]:
-        return {"ok": True, "version": self.version, "name": self.name, "pid": os.getpid()}
+        return {"ok": True, "version": self.version, "name": self.name, "pid": os.getpid(), "last_apply_s": self.last_apply_s}
 
     # ----------------------------------------------------------------- NCCL (GPU) weight transfer
     # Called by rollouts.weight_sync.ActorSyncClient; the engine must have been built with
