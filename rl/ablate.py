@@ -119,6 +119,18 @@ def load_grid(path: str | Path) -> GridSpec:
     return grid
 
 
+def restrict_axis(grid: GridSpec, item: str) -> None:
+    """Apply `--only AXIS=V1,V2`: keep those values of one axis (ConfigError naming what is unknown)."""
+    axis, _, values = item.partition("=")
+    if axis not in grid.axes:
+        raise ConfigError(f"--only {item!r}: grid {grid.name} has no axis {axis!r}; axes: {list(grid.axes)}")
+    keep = [v for v in values.split(",") if v]
+    unknown = [v for v in keep if v not in grid.axes[axis]]
+    if unknown or not keep:
+        raise ConfigError(f"--only {item!r}: unknown value(s) {unknown}; values of {axis}: {list(grid.axes[axis])}")
+    grid.axes[axis] = {v: o for v, o in grid.axes[axis].items() if v in keep}  # file order
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
 
@@ -133,7 +145,7 @@ def expand(grid: GridSpec) -> list[Cell]:
         extra = [o for _, overrides in combo for o in overrides]
         for seed in grid.seeds:
             name = "__".join(f"{_slug(a)}-{_slug(v)}" for a, v in settings.items())
-            name += f"__seed-{seed}" if len(grid.seeds) > 1 else ""
+            name += f"__seed-{seed}" if seed != 0 else ""  # stable: adding seeds later reuses seed 0
             cells.append(Cell(name, settings, seed, [*grid.overrides, *grid.cell_overrides, *extra], out / "cells" / name))
     names = [c.name for c in cells]
     dupes = {n for n in names if names.count(n) > 1}
@@ -408,11 +420,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="Ray dashboard address for --submit")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     parser.add_argument("--tables-only", action="store_true", help="rewrite the tables from existing results")
+    parser.add_argument("--seeds", help="comma-separated seeds replacing the grid's (e.g. 0,1,2)")
+    parser.add_argument("--only", action="append", default=[], metavar="AXIS=V1,V2",
+                        help="keep only these values of an axis (repeatable)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides added to every run (after the grid's)")
     args = parser.parse_args(argv)
     try:
         grid = load_grid(args.grid)
         grid.overrides = [*grid.overrides, *args.overrides]
+        if args.seeds:
+            grid.seeds = [int(s) for s in args.seeds.split(",")]
+        for item in args.only:
+            restrict_axis(grid, item)
         cells = expand(grid)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

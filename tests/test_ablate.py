@@ -75,7 +75,24 @@ def test_grid_expands_to_the_product_of_axes_times_seeds(tmp_path):
     assert first.settings == {"schedule": "deep", "lr": "low"} and first.seed == 0
     assert first.overrides == ["grpo.steps=1", "stages=[grpo]", "rollout.schedule.kind=deep_only", "grpo.learning_rate=1e-5"]
     assert cells[1].seed == 1 and cells[1].settings == first.settings
+    assert first.name == "schedule-deep__lr-low" and cells[1].name == "schedule-deep__lr-low__seed-1"
     assert all(c.out.parent == (tmp_path / "out" / "cells") for c in cells)
+
+
+def test_only_and_seeds_restrict_the_grid_and_reuse_seed_zero_names(tmp_path):
+    from rl.ablate import restrict_axis
+
+    grid = load_grid(_grid_file(tmp_path, GRID))
+    restrict_axis(grid, "lr=mid,high")
+    grid.seeds = [0, 2]
+    names = [c.name for c in expand(grid)]
+    assert names == ["schedule-deep__lr-high", "schedule-deep__lr-high__seed-2", "schedule-deep__lr-mid",
+                     "schedule-deep__lr-mid__seed-2", "schedule-fast__lr-high", "schedule-fast__lr-high__seed-2",
+                     "schedule-fast__lr-mid", "schedule-fast__lr-mid__seed-2"]
+    with pytest.raises(ConfigError, match="no axis 'nope'"):
+        restrict_axis(grid, "nope=a")
+    with pytest.raises(ConfigError, match="unknown value"):
+        restrict_axis(grid, "lr=low")
 
 
 def test_grids_with_the_same_setup_share_one_setup_run_and_a_changed_setup_does_not(tmp_path):
