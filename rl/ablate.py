@@ -65,6 +65,8 @@ class GridSpec:
     axes: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     columns: dict[str, str] = field(default_factory=dict)
     baseline_columns: dict[str, str] = field(default_factory=dict)  # columns of the setup row
+    curves: list[str] = field(default_factory=list)  # GRPO log keys plotted vs cumulative sampled tokens
+    curve_window: int = 10  # rolling-mean window (steps) of the curves
     timeout_s: int = 3600  # per run
 
     def validate(self) -> None:
@@ -401,6 +403,45 @@ def plot_results(rows: list[dict[str, Any]], columns: list[str], path: Path) -> 
     return path
 
 
+def curve(metrics: dict[str, Any], key: str, window: int) -> tuple[list[float], list[float]]:
+    """(cumulative tokens sampled, rolling mean of `key`) over a run's GRPO log; steps without
+    `key` (e.g. no deep prompt that step) add their tokens but no point."""
+    xs, ys, vals, total = [], [], [], 0.0
+    for rec in (metrics.get("grpo") or {}).get("log") or []:
+        if "tokens/deep" not in rec and "tokens/fast" not in rec:
+            continue
+        total += float(rec.get("tokens/deep", 0.0)) + float(rec.get("tokens/fast", 0.0))
+        if key in rec and float(rec.get(key.split("/")[0] + "/count", 1)) > 0:
+            vals.append(float(rec[key]))
+            xs.append(total)
+            ys.append(sum(vals[-window:]) / len(vals[-window:]))
+    return xs, ys
+
+
+def plot_curves(grid: GridSpec, cells: list[Cell], path: Path) -> Path | None:
+    runs = [(c.name, json.loads(c.result_path.read_text())) for c in cells if c.result_path.exists()]
+    if not grid.curves or not runs:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(grid.curves), figsize=(5.5 * len(grid.curves), 3.8), squeeze=False)
+    for ax, key in zip(axes.flat, grid.curves, strict=True):
+        for name, metrics in runs:
+            xs, ys = curve(metrics, key, grid.curve_window)
+            if xs:
+                ax.plot(xs, ys, label=name)
+        ax.set_xlabel("generated tokens (cumulative)")
+        ax.set_title(f"{key} (rolling mean of {grid.curve_window} steps)", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def write_results(grid: GridSpec, cells: list[Cell], outcomes: list[Outcome], sdir: Path | None) -> Path:
     rows = result_rows(grid, cells, outcomes, sdir)
     columns = ["cell", *grid.axes, "seed", "status", *grid.columns]
@@ -408,6 +449,7 @@ def write_results(grid: GridSpec, cells: list[Cell], outcomes: list[Outcome], sd
     folder = Path(grid.output_dir).resolve()
     _, md = write_table(rows, columns, folder)
     plot_results(rows, [c for c in columns if c in grid.columns or c in grid.baseline_columns], folder / "comparison.png")
+    plot_curves(grid, cells, folder / "curves.png")
     print(f"[ablate] table: {md}\n" + md.read_text(), flush=True)
     return md
 

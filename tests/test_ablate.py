@@ -157,6 +157,17 @@ def test_table_writer_formats_numbers_and_missing_values(tmp_path):
     assert list(csv.DictReader(csv_path.open()))[0] == {"cell": "a", "x": "0.123456", "y": "", "z": "12345.6"}
 
 
+def test_curve_accumulates_tokens_and_smooths_only_steps_with_the_key():
+    from rl.ablate import curve
+
+    log = [{"tokens/deep": 10, "tokens/fast": 2, "deep/accuracy": 0.0, "deep/count": 4},
+           {"tokens/deep": 0, "tokens/fast": 5, "deep/count": 0},
+           {"tokens/deep": 20, "tokens/fast": 0, "deep/accuracy": 1.0, "deep/count": 8},
+           {"loss": 1.0}]
+    xs, ys = curve({"grpo": {"log": log}}, "deep/accuracy", window=2)
+    assert xs == [12.0, 37.0] and ys == [0.0, 0.5]
+
+
 def test_lookup_reads_dotted_keys_list_indices_and_derived_columns():
     m = {"rlaifv": {"chair_i": {"per_round": [0.5, 0.4]}}, "grpo": {"log": [{"tokens/deep": 3, "tokens/fast": 2}, {"tokens/deep": 1}]}}
     assert lookup(m, "rlaifv.chair_i.per_round.1") == 0.4
