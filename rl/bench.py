@@ -14,10 +14,15 @@ Both main arms: the tiny-model factory's model (fixed seed, fp32, vision tower f
 Shapes `short` rows in the same order (TRL's seeded sampler; checked, `same_prompts`), P prompts x G
 samples per step, the same max completion tokens, temperature 1.0, the same GRPO hyper-parameters
 (`grpo_args`) and the same reward suite (rule accuracy + format + repetition, on the raw completion
-text with think tags), `torch.set_num_threads(cores)`. One untimed warm-up step, then N timed steps.
-Peak RSS is sampled every 0.2 s and summed over the arm's processes: for `ours` the trainer process
-plus the engine actor process(es); `*_peak_rss_tree_mb` adds Ray's own processes (GCS, raylet, idle
-workers). Prints a table and writes JSON.
+text with think tags), trainer `torch.set_num_threads(cores)`; our engine keeps the pipeline's
+default of 1 thread (`rollout.threads_per_actor`, see rollouts/config.py; `--engine-threads`). One
+untimed warm-up step, then N timed steps: samples/s and tokens/s over the timed window, per-step
+means of rollout / reward / sync / train (= step − the others), the median step, and the CPU seconds
+the arm's processes used per step (far less disturbed than wall-clock time when other jobs share
+the cores). Peak RSS is sampled every 0.2 s and summed over the arm's processes: for `ours` the
+trainer process plus the engine actor process(es); `*_peak_rss_tree_mb` adds Ray's own processes
+(GCS, raylet, idle workers). RSS sums count pages shared between processes (libraries, Ray's object
+store) once per process. Prints a table and writes JSON.
 """
 
 from __future__ import annotations
@@ -118,6 +123,16 @@ def _ps_cmdline(pid: int) -> str:
         return ""
 
 
+def _ps_cpu(pid: int) -> float | None:
+    import psutil
+
+    try:
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
 def _ps_rss(pid: int) -> int | None:
     import psutil
 
@@ -131,10 +146,12 @@ class RssMonitor:
     """Background sampler of the summed RSS of an arm's processes (peak of the sum, bytes).
 
     `peak` covers `arm_pids(root, ..., engine_prefixes, extra)`; `peak_tree` every process below
-    `root` (for `ours`, that adds Ray's GCS, raylet and idle workers)."""
+    `root` (for `ours`, that adds Ray's GCS, raylet and idle workers). `cpu_seconds()` is the CPU
+    time (user + system) the arm's processes have used so far."""
 
     def __init__(self, root: int | None = None, engine_prefixes: tuple[str, ...] | None = None,
-                 interval_s: float = 0.2, children_of=_ps_children, cmdline_of=_ps_cmdline, rss_of=_ps_rss):
+                 interval_s: float = 0.2, children_of=_ps_children, cmdline_of=_ps_cmdline, rss_of=_ps_rss,
+                 cpu_of=_ps_cpu):
         self.root = os.getpid() if root is None else root
         self.engine_prefixes = engine_prefixes
         self.interval_s = interval_s
@@ -143,15 +160,23 @@ class RssMonitor:
         self.peak_tree = 0
         self.samples = 0
         self._fns = (children_of, cmdline_of, rss_of)
+        self._cpu_of = cpu_of
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rss-monitor", daemon=True)
 
     def add_pids(self, pids: Iterable[int]) -> None:
         self.extra.update(int(p) for p in pids)
 
+    def pids(self) -> list[int]:
+        children_of, cmdline_of, _ = self._fns
+        return arm_pids(self.root, children_of, cmdline_of, self.engine_prefixes, sorted(self.extra))
+
+    def cpu_seconds(self) -> float:
+        return sum(self._cpu_of(p) or 0.0 for p in self.pids())
+
     def sample(self) -> tuple[int, int]:
         children_of, cmdline_of, rss_of = self._fns
-        arm = sum_rss(arm_pids(self.root, children_of, cmdline_of, self.engine_prefixes, sorted(self.extra)), rss_of)
+        arm = sum_rss(self.pids(), rss_of)
         tree = sum_rss(descendants([self.root, *sorted(self.extra)], children_of), rss_of)
         self.peak, self.peak_tree = max(self.peak, arm), max(self.peak_tree, tree)
         self.samples += 1
@@ -172,21 +197,28 @@ class RssMonitor:
         self.sample()
 
 
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b; None when either is missing or b is 0."""
+    if a is None or not b:
+        return None
+    return a / b
+
+
 def speedup(ours: float | None, theirs: float | None) -> float | None:
     """ours / theirs (samples per second); None when either is missing or theirs is 0."""
-    if ours is None or not theirs:
-        return None
-    return ours / theirs
+    return ratio(ours, theirs)
 
 
 def summarise_steps(step_ends: list[float], records: list[dict[str, float]], samples_per_step: int,
-                    warmup: int = WARMUP_STEPS) -> dict[str, Any]:
+                    warmup: int = WARMUP_STEPS, cpu_at_ends: list[float] | None = None) -> dict[str, Any]:
     """Throughput and per-step means of the timed steps (after `warmup` untimed ones).
 
     `step_ends`: wall-clock time at the end of every optimizer step (warm-up included);
     `records`: one per step, with `rollout`, `reward`, `sync` seconds and completion `tokens`.
     The timed window runs from the end of the last warm-up step to the end of the last step, so
-    everything between steps (logging) counts; `train` = step − rollout − reward − sync."""
+    everything between steps (logging) counts; `train` = step − rollout − reward − sync.
+    `cpu_at_ends` (CPU seconds of the arm's processes at each step end) gives the CPU time per step,
+    which a busy shared machine disturbs far less than wall-clock time."""
     n = len(step_ends) - warmup
     if warmup < 1 or n < 1 or len(records) < len(step_ends):
         raise ValueError(f"need {warmup} warm-up + >= 1 timed steps with a record each; got "
@@ -197,16 +229,26 @@ def summarise_steps(step_ends: list[float], records: list[dict[str, float]], sam
     means = {k: statistics.fmean(float(r.get(k, 0.0)) for r in kept) for k in ("rollout", "reward", "sync")}
     step = timed / n
     tokens = int(sum(r.get("tokens", 0) for r in kept))
+    cpu = None
+    per_step = [{"wall": w, **{k: float(r.get(k, 0.0)) for k in ("rollout", "reward", "sync")}} for w, r in
+                zip(walls, kept, strict=True)]
+    if cpu_at_ends is not None and len(cpu_at_ends) == len(step_ends):
+        cpu = (cpu_at_ends[-1] - cpu_at_ends[warmup - 1]) / n
+        for i, row in enumerate(per_step):
+            row["cpu"] = cpu_at_ends[warmup + i] - cpu_at_ends[warmup + i - 1]
     return {
         "timed_steps": n,
         "timed_seconds": timed,
         "step_seconds": walls,
+        "median_step_seconds": statistics.median(walls),
+        "cpu_seconds_per_step": cpu,
         "samples": n * samples_per_step,
         "samples_per_s": n * samples_per_step / timed,
         "completion_tokens": tokens,
         "tokens_per_s": tokens / timed,
         "mean_completion_tokens": tokens / (n * samples_per_step),
         "breakdown": {**means, "train": step - sum(means.values()), "step": step},
+        "per_step": per_step,
     }
 
 
@@ -214,7 +256,7 @@ def colocate_entry(result: dict[str, Any] | None, error: str | None = None) -> d
     """The JSON value of `trl_vllm_colocate`: its numbers when it ran, else the first error line."""
     if result is not None and result.get("ran", True) and "samples_per_s" in result:
         keep = ("samples_per_s", "tokens_per_s", "peak_rss_mb", "peak_rss_tree_mb", "breakdown",
-                "mean_completion_tokens", "step_seconds")
+                "mean_completion_tokens", "step_seconds", "median_step_seconds", "cpu_seconds_per_step")
         return {"ran": True, **{k: result[k] for k in keep if k in result}}
     msg = (result or {}).get("error") or error or "unknown error"
     return {"ran": False, "error": first_line(msg)}
@@ -233,15 +275,22 @@ def assemble(settings: dict[str, Any], ours: dict[str, Any], trl: dict[str, Any]
     """The benchmark's JSON: headline numbers, per-arm breakdowns, fairness facts, versions."""
     res: dict[str, Any] = dict(settings)
     for name, arm in (("ours", ours), ("trl", trl)):
-        for key in ("samples_per_s", "tokens_per_s", "peak_rss_mb", "peak_rss_tree_mb", "mean_completion_tokens"):
+        for key in ("samples_per_s", "tokens_per_s", "peak_rss_mb", "peak_rss_tree_mb", "mean_completion_tokens",
+                    "median_step_seconds", "cpu_seconds_per_step"):
             res[f"{name}_{key}"] = arm.get(key)
     res["speedup_vs_trl"] = speedup(ours.get("samples_per_s"), trl.get("samples_per_s"))
+    # Robustness checks on a shared machine: the same ratio from median step times, and from the
+    # CPU seconds the arm's processes used per step (equal samples per step in both arms).
+    res["speedup_vs_trl_median_step"] = ratio(trl.get("median_step_seconds"), ours.get("median_step_seconds"))
+    res["cpu_speedup_vs_trl"] = ratio(trl.get("cpu_seconds_per_step"), ours.get("cpu_seconds_per_step"))
     res["breakdown_seconds"] = {"ours": ours.get("breakdown"), "trl": trl.get("breakdown")}
     res["step_seconds"] = {"ours": ours.get("step_seconds"), "trl": trl.get("step_seconds")}
+    res["per_step_seconds"] = {"ours": ours.get("per_step"), "trl": trl.get("per_step")}
     res["same_prompts"] = bool(ours.get("prompt_ids")) and ours.get("prompt_ids") == trl.get("prompt_ids")
     res["prompt_ids"] = ours.get("prompt_ids")
     res["threads"] = {"ours_trainer": ours.get("threads"), "ours_engine": ours.get("engine_threads"),
                       "trl": trl.get("threads")}
+    res["load_average_per_arm"] = {"ours": ours.get("load_average"), "trl": trl.get("load_average")}
     res["trl_vllm_colocate"] = colocate
     res["versions"] = dict(versions)
     for name, version in versions.items():
@@ -277,7 +326,8 @@ def format_table(res: dict[str, Any]) -> str:
     head = (f"GRPO step benchmark: size {res.get('size')} ({_fmt(res.get('num_params', 0) / 1e6, '.1f')} M params), "
             f"{res.get('steps')} timed steps (+{WARMUP_STEPS} warm-up) of {res.get('prompts_per_step')} prompts x "
             f"{res.get('num_generations')} samples, max {res.get('max_tokens')} tokens, deep mode, fp32")
-    cols = ("arm", "samples/s", "tokens/s", "tok/sample", "step s", "rollout", "reward", "sync", "train", "peak RSS MB")
+    cols = ("arm", "samples/s", "tokens/s", "tok/sample", "step s", "rollout", "reward", "sync", "train",
+            "median step s", "CPU s/step", "peak RSS MB")
     rows = [cols]
     arms = [("ours (pool + vLLM actor)", "ours"), ("TRL (transformers gen.)", "trl")]
     for label, key in arms:
@@ -285,24 +335,32 @@ def format_table(res: dict[str, Any]) -> str:
         rows.append((label, _fmt(res.get(f"{key}_samples_per_s")), _fmt(res.get(f"{key}_tokens_per_s"), ".0f"),
                      _fmt(res.get(f"{key}_mean_completion_tokens"), ".1f"), _fmt(b.get("step")),
                      _fmt(b.get("rollout")), _fmt(b.get("reward"), ".3f"), _fmt(b.get("sync"), ".3f"),
-                     _fmt(b.get("train")), _fmt(res.get(f"{key}_peak_rss_mb"), ".0f")))
+                     _fmt(b.get("train")), _fmt(res.get(f"{key}_median_step_seconds")),
+                     _fmt(res.get(f"{key}_cpu_seconds_per_step")), _fmt(res.get(f"{key}_peak_rss_mb"), ".0f")))
     col = res.get("trl_vllm_colocate") or {}
     if col.get("ran"):
         b = col.get("breakdown") or {}
         rows.append(("TRL vLLM colocate", _fmt(col.get("samples_per_s")), _fmt(col.get("tokens_per_s"), ".0f"),
                      _fmt(col.get("mean_completion_tokens"), ".1f"), _fmt(b.get("step")), _fmt(b.get("rollout")),
                      _fmt(b.get("reward"), ".3f"), _fmt(b.get("sync"), ".3f"), _fmt(b.get("train")),
+                     _fmt(col.get("median_step_seconds")), _fmt(col.get("cpu_seconds_per_step")),
                      _fmt(col.get("peak_rss_mb"), ".0f")))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(cols))]
     lines = [head, ""]
     for r in rows:
-        lines.append("  ".join(str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True))))
+        cells = [str(v).ljust(w) if i == 0 else str(v).rjust(w) for i, (v, w) in enumerate(zip(r, widths, strict=True))]
+        lines.append("  ".join(cells))
     if not col.get("ran"):
         lines.append(f"TRL vLLM colocate: did not run ({col.get('error')})")
     lines.append("")
-    lines.append(f"speedup_vs_trl (samples/s): {_fmt(res.get('speedup_vs_trl'))}x; same prompts in both arms: "
-                 f"{res.get('same_prompts')}; ours peak RSS incl. Ray's own processes: "
-                 f"{_fmt(res.get('ours_peak_rss_tree_mb'), '.0f')} MB")
+    lines.append(f"speedup_vs_trl (samples/s): {_fmt(res.get('speedup_vs_trl'))}x  (from median step times: "
+                 f"{_fmt(res.get('speedup_vs_trl_median_step'))}x; from CPU seconds per step: "
+                 f"{_fmt(res.get('cpu_speedup_vs_trl'))}x)")
+    lines.append(f"same prompts in both arms: {res.get('same_prompts')}; ours peak RSS incl. Ray's own processes: "
+                 f"{_fmt(res.get('ours_peak_rss_tree_mb'), '.0f')} MB; load average (1 min) at arm start/end: "
+                 + ", ".join(f"{arm} {_fmt((la or {}).get('start', [None])[0], '.1f')}/"
+                             f"{_fmt((la or {}).get('end', [None])[0], '.1f')}"
+                             for arm, la in (res.get("load_average_per_arm") or {}).items()))
     if res.get("sweep"):
         lines.append("")
         lines.append("sweep:  size   prompts/step  arm   step s  samples/s")
@@ -351,6 +409,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.threads < 0 or args.engine_threads < 0:
         parser.error("--threads/--engine-threads must be >= 0")
     args.threads = args.threads or available_cores()
+    if args.arm is not None and not args.workdir:
+        args.workdir = tempfile.mkdtemp(prefix=f"rl_bench_{args.arm}_")
     return args
 
 
@@ -387,16 +447,20 @@ def shapes_data(args: argparse.Namespace):
     return LoadedData(train=dd["train"], eval=empty_dataset())
 
 
-def _step_clock():
-    """A trainer callback that keeps the wall-clock time at the end of every optimizer step."""
+def _step_clock(monitor: RssMonitor | None):
+    """A trainer callback that keeps the wall-clock time, and the arm's CPU seconds when a monitor
+    is given, at the end of every optimizer step."""
     from transformers import TrainerCallback
 
     class StepClock(TrainerCallback):
         def __init__(self):
             self.ends: list[float] = []
+            self.cpu: list[float] | None = [] if monitor is not None else None
 
         def on_step_end(self, args, state, control, **kwargs):
             self.ends.append(time.perf_counter())
+            if monitor is not None:
+                self.cpu.append(monitor.cpu_seconds())
 
     return StepClock()
 
@@ -434,12 +498,12 @@ def run_ours(args: argparse.Namespace, monitor: RssMonitor) -> dict[str, Any]:
         setup.sampler.sample = recording_sample
         gargs = grpo.grpo_args(cfg.grpo, str(Path(args.workdir) / "grpo"), args.max_tokens,
                                cfg.rollout.temperature, cfg.seed)
-        clock = _step_clock()
+        clock = _step_clock(monitor)
         trainer = grpo.make_trainer(setup, gargs, pool, [clock])
         trainer.train()
         syncs = trainer.vllm_generation.history  # one per step (TRL's weight-sync hook)
         records = [{**s, "sync": syncs[i].seconds if i < len(syncs) else 0.0} for i, s in enumerate(samples)]
-        out = summarise_steps(clock.ends, records, args.prompts_per_step * args.num_generations)
+        out = summarise_steps(clock.ends, records, args.prompts_per_step * args.num_generations, cpu_at_ends=clock.cpu)
         out.update(prompt_ids=[r["ids"] for r in records[WARMUP_STEPS:len(clock.ends)]],
                    modes=sorted({m for r in records for m in r["modes"]}),
                    num_params=sum(p.numel() for p in setup.model.parameters()),
@@ -535,12 +599,12 @@ def run_trl(args: argparse.Namespace, monitor: RssMonitor, vllm_colocate: bool =
     suite = RewardSuite.from_config(cfg.rewards, tokenizer=processor.tokenizer)
     reward = SuiteReward(suite, processor.tokenizer, args.num_generations)
     gargs = grpo.grpo_args(gcfg, str(Path(args.workdir) / "grpo"), args.max_tokens, cfg.rollout.temperature, cfg.seed)
-    clock = _step_clock()
+    clock = _step_clock(monitor)
     trainer = _timed_trainer_class()(model=model, reward_funcs=[reward], args=gargs, train_dataset=train,
                                      processing_class=processor, callbacks=[clock])
     trainer.train()
     records = [{**g, "reward": r["seconds"]} for g, r in zip(trainer.gen_calls, reward.calls, strict=True)]
-    out = summarise_steps(clock.ends, records, args.prompts_per_step * args.num_generations)
+    out = summarise_steps(clock.ends, records, args.prompts_per_step * args.num_generations, cpu_at_ends=clock.cpu)
     out.update(prompt_ids=[r["ids"] for r in reward.calls[WARMUP_STEPS:len(clock.ends)]], modes=["deep"],
                num_params=sum(p.numel() for p in model.parameters()),
                trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -553,6 +617,7 @@ def run_arm(args: argparse.Namespace) -> int:
     for key, value in CHILD_ENV.items():
         os.environ.setdefault(key, value)
     monitor = RssMonitor(engine_prefixes=ENGINE_PREFIXES if args.arm == "ours" else None).start()
+    load_start = os.getloadavg()
     result: dict[str, Any]
     try:
         if args.arm == "ours":
@@ -570,7 +635,7 @@ def run_arm(args: argparse.Namespace) -> int:
     finally:
         monitor.stop()
     result.update(peak_rss_mb=monitor.peak / 2**20, peak_rss_tree_mb=monitor.peak_tree / 2**20,
-                  rss_samples=monitor.samples)
+                  rss_samples=monitor.samples, load_average={"start": load_start, "end": os.getloadavg()})
     Path(args.arm_out).write_text(json.dumps(result, indent=2) + "\n")
     return 0
 

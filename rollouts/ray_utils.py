@@ -15,6 +15,9 @@ ACTOR_ENV = {
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # engine in the actor's process: fast start, reloadable
     "TOKENIZERS_PARALLELISM": "false",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    # Idle OpenMP threads sleep instead of spinning: a spinning engine starved the trainer on a
+    # shared node, and a multi-thread engine ran 15-20x slower right after a weight sync (measured).
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 

@@ -148,7 +148,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
 
     cfg, gcfg = ctx.cfg, ctx.cfg.grpo
     setup = prepare(ctx)
-    model, processor, train, suite, sampler = setup.model, setup.processor, setup.train, setup.suite, setup.sampler
+    model, processor, train = setup.model, setup.processor, setup.train
+    suite, sampler = setup.suite, setup.sampler
     out_dir = str(ctx.out / "grpo")
     args = grpo_args(gcfg, out_dir, max(cfg.rollout.max_tokens.values()), cfg.rollout.temperature, cfg.seed)
     resume = latest_complete(out_dir)
