@@ -384,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="threads of our vLLM actor (0 = the pipeline's default, rollout.threads_per_actor: "
                              "num_cpus_per_actor = 1)")
     parser.add_argument("--no-colocate", action="store_true", help="skip the TRL vLLM colocate attempt")
+    parser.add_argument("--compile", action="store_true",
+                        help="our engine compiles the model (rollout.enforce_eager=false): slower start, faster rollouts")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arm-timeout", type=int, default=1800, help="seconds per arm subprocess")
     # internal: one arm in this process
@@ -431,7 +433,8 @@ def bench_config(args: argparse.Namespace, workdir: str):
                  "trl": {"report_to": [], "disable_tqdm": True}},
         "rollout": {"max_tokens": {"deep": args.max_tokens, "fast": args.max_tokens},
                     "schedule": {"kind": "deep_only"}, "temperature": 1.0, "num_actors": 1,
-                    "num_cpus_per_actor": 1.0, "threads_per_actor": args.engine_threads},
+                    "num_cpus_per_actor": 1.0, "threads_per_actor": args.engine_threads,
+                    "enforce_eager": not args.compile},
         "rewards": {"std_filter": {"enabled": False}},
     })
 
@@ -647,7 +650,8 @@ def _child_args(args: argparse.Namespace, arm: str, model_dir: str, workdir: Pat
             "--workdir", str(workdir), "--size", size, "--steps", str(args.steps),
             "--prompts-per-step", str(prompts_per_step), "--num-generations", str(args.num_generations),
             "--max-tokens", str(args.max_tokens), "--threads", str(args.threads),
-            "--engine-threads", str(args.engine_threads), "--seed", str(args.seed)]
+            "--engine-threads", str(args.engine_threads), "--seed", str(args.seed),
+            *(["--compile"] if args.compile else [])]
 
 
 def launch(args: argparse.Namespace, arm: str, model_dir: str, root: Path, size: str,
@@ -732,7 +736,7 @@ def main(argv: list[str] | None = None) -> int:
         "num_generations": args.num_generations, "samples_per_step": args.prompts_per_step * args.num_generations,
         "max_tokens": args.max_tokens, "temperature": 1.0, "thinking_mode": "deep", "tasks": TASKS,
         "reward": "reward suite: accuracy (rule verifier on short tasks) 0.9 + format 0.1 + repetition 1.0",
-        "std_filter": False, "dtype": "float32", "seed": args.seed, "cores": available_cores(),
+        "std_filter": False, "dtype": "float32", "ours_compiled_engine": bool(args.compile), "seed": args.seed, "cores": available_cores(),
         "ours_modes": ours.get("modes"), "ours_sync_bytes": ours.get("sync_bytes"),
         "load_average": load,
     }
