@@ -281,9 +281,27 @@ DERIVED: dict[str, Callable[[dict[str, Any]], Any]] = {
     "rlaifv_pairs": lambda m: sum(r.get("pairs", 0) for r in (m.get("rlaifv") or {}).get("rounds", [])) or 0,
     "rlaifv_labeler_agreement": lambda m: _mean([r.get("labeler_agreement", r.get("self_labeler_agreement"))
                                                   for r in (m.get("rlaifv") or {}).get("rounds", [])]),
+    "rlaifv_false_claims_first_round": lambda m: _false_claim_rate(m, 0),
+    "rlaifv_false_claims_last_round": lambda m: _false_claim_rate(m, -1),
     "grpo_dropped_groups": lambda m: _grpo_sum(m, "groups/dropped"),
     "grpo_padded_groups": lambda m: _grpo_sum(m, "groups/padded"),
 }
+
+
+def _false_claim_rate(metrics: dict[str, Any], index: int) -> float | None:
+    """Ground-truth share of false claims among one round's sampled responses (T > 0): the oracle's
+    rejection rate, from the labeler-agreement record or, for the oracle labeler, its own counts."""
+    rl = metrics.get("rlaifv") or {}
+    rounds = rl.get("rounds") or []
+    if not rounds:
+        return None
+    r = rounds[index]
+    agreement = r.get("labeler_agreement")
+    if isinstance(agreement, dict) and agreement.get("oracle_rejection_rate") is not None:
+        return float(agreement["oracle_rejection_rate"])
+    if rl.get("labeler") == "oracle" and r.get("claims"):
+        return r["rejected"] / r["claims"]
+    return None
 
 
 def _mean(values: list[Any]) -> float | None:

@@ -175,6 +175,10 @@ def test_lookup_reads_dotted_keys_list_indices_and_derived_columns():
     assert lookup(m, "grpo_total_tokens") == 6
     assert lookup(m, "grpo_fast_tokens") == 2
     assert lookup(m, "missing.key") is None
+    oracle = {"rlaifv": {"labeler": "oracle", "rounds": [{"claims": 10, "rejected": 4}, {"claims": 10, "rejected": 2}]}}
+    assert lookup(oracle, "rlaifv_false_claims_first_round") == 0.4 and lookup(oracle, "rlaifv_false_claims_last_round") == 0.2
+    judged = {"rlaifv": {"labeler": "self", "rounds": [{"claims": 10, "rejected": 9, "labeler_agreement": {"oracle_rejection_rate": 0.3}}]}}
+    assert lookup(judged, "rlaifv_false_claims_first_round") == 0.3
 
 
 @pytest.mark.slow
