@@ -59,7 +59,7 @@ def evaluate(engine: Any, dataset: Any, cfg: EvalConfig) -> dict[str, Any]:
             rollouts += engine.generate(eval_requests(rows[start : start + cfg.batch_size], mode, cfg.seed))
         by_task: dict[str, list[float]] = defaultdict(list)
         lengths, desc_rows, desc_texts, f1s = [], [], [], []
-        for row, ro in zip(rows, rollouts):
+        for row, ro in zip(rows, rollouts, strict=False):
             text = ro.completions[0].text if ro.ok and ro.completions else ""
             lengths.append(len(ro.completions[0].completion_ids) if ro.ok and ro.completions else 0)
             if row["task"] == "description":

@@ -112,12 +112,12 @@ class GroupSampler:
         modes = self.scheduler.assign([str(r["id"]) for r in rows])
         reqs = [
             RolloutRequest(f"grpo-{self.scheduler.step}-{i}-{r['id']}", list(r["prompt"]), [r["image"]], m, self.G, self.sampling)
-            for i, (r, m) in enumerate(zip(rows, modes))
+            for i, (r, m) in enumerate(zip(rows, modes, strict=False))
         ]
         t0 = time.perf_counter()
         rollouts = self.engine.generate(reqs)
         stats.rollout_s += time.perf_counter() - t0
-        ok = [(r, m, ro) for r, m, ro in zip(rows, modes, rollouts) if ro.ok and len(ro.completions) == self.G]
+        ok = [(r, m, ro) for r, m, ro in zip(rows, modes, rollouts, strict=False) if ro.ok and len(ro.completions) == self.G]
         t0 = time.perf_counter()
         breakdowns = self._score([(r, m, ro) for r, m, ro in ok])
         stats.reward_s += time.perf_counter() - t0

@@ -46,7 +46,7 @@ def _memcpy_gb_per_s(payload) -> float:
     best = float("inf")
     for _ in range(3):  # warm destination pages: time the copy itself, best of 3
         t0 = time.perf_counter()
-        for d, s in zip(dst, payload.tensors):
+        for d, s in zip(dst, payload.tensors, strict=False):
             d.copy_(s)
         best = min(best, time.perf_counter() - t0)
     return payload.num_bytes / 1e9 / max(best, 1e-9)
@@ -63,7 +63,7 @@ def _parity(pool: Any, model: Any, processor: Any, rows: list[dict[str, Any]]) -
         tail = processor.tokenizer("<think>" + r["reasoning"] + "</think>\n\n" + r["answer"], add_special_tokens=False)["input_ids"]
         reqs.append(ScoreRequest(prompt + tail, [r["image"]], len(prompt)))
     actor, trainer = pool.score(reqs), HFScorer(model, processor).score(reqs)
-    return max(abs(a - b) for x, y in zip(actor, trainer) for a, b in zip(x.logprobs, y.logprobs, strict=True))
+    return max(abs(a - b) for x, y in zip(actor, trainer, strict=False) for a, b in zip(x.logprobs, y.logprobs, strict=True))
 
 
 def run(size: str, num_prompts: int, n: int, max_tokens: int, repeats: int, enforce_eager: bool = True) -> dict[str, Any]:

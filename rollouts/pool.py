@@ -114,7 +114,7 @@ class RolloutPool:
             ref = done[0]
             a, idx = pending.pop(ref)
             try:
-                for i, res in zip(idx, ray.get(ref)):
+                for i, res in zip(idx, ray.get(ref), strict=False):
                     out[i] = res
             except RayActorError as exc:
                 failures += 1

@@ -104,7 +104,7 @@ class VLLMEngine:
     def _to_rollout(self, req: RolloutRequest, text: str, out: Any, version: int, dt: float) -> Rollout:
         comps = []
         for c in out.outputs:
-            lps = [d[t].logprob for d, t in zip(c.logprobs or [], c.token_ids)]
+            lps = [d[t].logprob for d, t in zip(c.logprobs or [], c.token_ids, strict=False)]
             body = c.text[: -len(self.eos_text)] if self.eos_text and c.text.endswith(self.eos_text) else c.text
             comps.append(Completion(body, list(c.token_ids), lps, c.finish_reason or "stop"))
         return Rollout(req.request_id, req.mode, text, list(out.prompt_token_ids), comps, version, self.name, None, {"generate_s": dt})
@@ -124,7 +124,7 @@ class VLLMEngine:
         t0 = time.perf_counter()
         try:
             outs = self.llm.generate([p for _, _, p, _ in todo], [self._sampling(r) for _, r, _, _ in todo], use_tqdm=False)
-            pairs = list(zip(todo, outs))
+            pairs = list(zip(todo, outs, strict=False))
         except Exception:
             pairs = self._one_by_one(todo, results, version)
         dt = time.perf_counter() - t0
@@ -162,7 +162,7 @@ class VLLMEngine:
             index.append(i)
         if prompts:
             outs = self.llm.generate(prompts, SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0), use_tqdm=False)
-            for i, out in zip(index, outs):
+            for i, out in zip(index, outs, strict=False):
                 req = requests[i]
                 if list(out.prompt_token_ids) != list(req.token_ids):
                     results[i] = ScoreResult([], self.version, "image expansion differs from the trainer's token ids")
@@ -191,7 +191,7 @@ class VLLMEngine:
         if self._staged_version not in (None, bucket.version):
             self._staged = []  # an abandoned earlier sync: drop it
         self._staged_version = bucket.version
-        self._staged.extend(zip(bucket.names, bucket.tensors))
+        self._staged.extend(zip(bucket.names, bucket.tensors, strict=False))
         if not bucket.last:
             return self.version
         staged, self._staged, self._staged_version = self._staged, [], None

@@ -101,7 +101,7 @@ def bucketize(payload: SyncPayload, bucket_mb: float) -> list[WeightBucket]:
     cur_names: list[str] = []
     cur_tensors: list[Any] = []
     size = 0
-    for name, t in zip(payload.names, payload.tensors):
+    for name, t in zip(payload.names, payload.tensors, strict=False):
         nbytes = t.numel() * t.element_size()
         if cur_names and size + nbytes > limit:
             buckets.append(WeightBucket(payload.version, cur_names, cur_tensors))
@@ -226,10 +226,10 @@ def make_payload_source() -> Any:
 
         def metadata(self):
             assert self.payload is not None
-            return [ParamMeta(n, t.dtype, tuple(t.shape)) for n, t in zip(self.payload.names, self.payload.tensors)]
+            return [ParamMeta(n, t.dtype, tuple(t.shape)) for n, t in zip(self.payload.names, self.payload.tensors, strict=False)]
 
         def __iter__(self):
             assert self.payload is not None
-            return iter(list(zip(self.payload.names, self.payload.tensors)))
+            return iter(list(zip(self.payload.names, self.payload.tensors, strict=False)))
 
     return PayloadSource()

@@ -32,7 +32,7 @@ def test_one_round_writes_pairs_and_changes_the_policy(tmp_path, tiny_model_dir,
     rnd = metrics["rounds"][0]
     assert rnd["claims"] > 0 and rnd["rejected"] > 0 and len(pairs) == rnd["pairs"] > 0
     assert set(pairs.column_names) >= {"prompt", "chosen", "rejected", "images", "chosen_score", "chosen_claims"}
-    assert all(c > r for c, r in zip(pairs["chosen_score"], pairs["rejected_score"]))
+    assert all(c > r for c, r in zip(pairs["chosen_score"], pairs["rejected_score"], strict=False))
     assert metrics["steps"] == 1 and rnd["synced_version"] == engine.version == 1
     changed = [n for n, p in engine_model.named_parameters() if not torch.equal(p, before[n])]
     assert changed and not any("vision_model" in n for n in changed)  # synced, vision frozen

@@ -45,7 +45,7 @@ def test_mixed_modes_in_one_batch(rollout_pool):
     reqs = _requests(6)
     outs = rollout_pool.generate(reqs)
     assert [o.request_id for o in outs] == [r.request_id for r in reqs]  # request order kept
-    for req, out in zip(reqs, outs):
+    for req, out in zip(reqs, outs, strict=False):
         assert out.ok and out.mode == req.mode and out.version == rollout_pool.version
         assert len(out.completions) == 2
         if req.mode == "fast":

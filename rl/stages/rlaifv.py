@@ -157,7 +157,7 @@ def build_round_pairs(engine: Any, processor: Any, rows: list[dict[str, Any]], c
     splitter = ShapesClaimSplitter()
     items, owners = [], []
     responses: dict[str, list[tuple[int, str, list[Any]]]] = defaultdict(list)
-    for row, ro in zip(rows, rollouts):
+    for row, ro in zip(rows, rollouts, strict=False):
         for k, comp in enumerate(ro.completions if ro.ok else []):
             text = extract_answer(comp.text)
             claims = splitter.split(text, str(row["id"]), k)
@@ -173,7 +173,7 @@ def build_round_pairs(engine: Any, processor: Any, rows: list[dict[str, Any]], c
                                                     temperature=cfg.labeler_temperature, suffix=cfg.labeler_suffix)
     labels = labeler.label(items) if items else []
     by_resp: dict[tuple[str, int], list[Any]] = defaultdict(list)
-    for owner, lab in zip(owners, labels):
+    for owner, lab in zip(owners, labels, strict=False):
         by_resp[owner].append(lab)
     scored = {
         pid: [score_response(pid, k, text, claims, by_resp[(pid, k)]) for k, text, claims in resps]
