@@ -384,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="threads of our vLLM actor (0 = the pipeline's default, rollout.threads_per_actor: "
                              "num_cpus_per_actor = 1)")
     parser.add_argument("--no-colocate", action="store_true", help="skip the TRL vLLM colocate attempt")
+    parser.add_argument("--no-is-correction", action="store_true",
+                        help="ours without TRL's importance-sampling correction (saves one forward pass per step)")
     parser.add_argument("--compile", action="store_true",
                         help="our engine compiles the model (rollout.enforce_eager=false): slower start, faster rollouts")
     parser.add_argument("--seed", type=int, default=0)
@@ -430,7 +432,8 @@ def bench_config(args: argparse.Namespace, workdir: str):
         "policy": {"name_or_path": args.model_dir},
         "grpo": {"steps": args.steps + WARMUP_STEPS, "prompts_per_step": args.prompts_per_step,
                  "num_generations": args.num_generations, "tasks": TASKS, "save_steps": 0,
-                 "trl": {"report_to": [], "disable_tqdm": True}},
+                 "trl": {"report_to": [], "disable_tqdm": True,
+                         **({"vllm_importance_sampling_correction": False} if args.no_is_correction else {})}},
         "rollout": {"max_tokens": {"deep": args.max_tokens, "fast": args.max_tokens},
                     "schedule": {"kind": "deep_only"}, "temperature": 1.0, "num_actors": 1,
                     "num_cpus_per_actor": 1.0, "threads_per_actor": args.engine_threads,
@@ -651,7 +654,7 @@ def _child_args(args: argparse.Namespace, arm: str, model_dir: str, workdir: Pat
             "--prompts-per-step", str(prompts_per_step), "--num-generations", str(args.num_generations),
             "--max-tokens", str(args.max_tokens), "--threads", str(args.threads),
             "--engine-threads", str(args.engine_threads), "--seed", str(args.seed),
-            *(["--compile"] if args.compile else [])]
+            *(["--compile"] if args.compile else []), *(["--no-is-correction"] if args.no_is_correction else [])]
 
 
 def launch(args: argparse.Namespace, arm: str, model_dir: str, root: Path, size: str,
@@ -736,7 +739,8 @@ def main(argv: list[str] | None = None) -> int:
         "num_generations": args.num_generations, "samples_per_step": args.prompts_per_step * args.num_generations,
         "max_tokens": args.max_tokens, "temperature": 1.0, "thinking_mode": "deep", "tasks": TASKS,
         "reward": "reward suite: accuracy (rule verifier on short tasks) 0.9 + format 0.1 + repetition 1.0",
-        "std_filter": False, "dtype": "float32", "ours_compiled_engine": bool(args.compile), "seed": args.seed, "cores": available_cores(),
+        "std_filter": False, "dtype": "float32", "ours_compiled_engine": bool(args.compile),
+        "ours_is_correction": not args.no_is_correction, "seed": args.seed, "cores": available_cores(),
         "ours_modes": ours.get("modes"), "ours_sync_bytes": ours.get("sync_bytes"),
         "load_average": load,
     }

@@ -97,5 +97,38 @@ class WeightBucket:
 
     version: int
     names: list[str]
-    tensors: list[Any]  # torch tensors, same order as names
+    tensors: list[Any]  # torch tensors (or numpy arrays on the wire, see `to_wire`), same order as names
     last: bool = False  # the receiver applies the update and bumps its version on the last one
+    dtypes: list[str] | None = None  # set on the wire: the torch dtype of each array
+
+    def to_wire(self) -> WeightBucket:
+        """The same bucket with numpy views of the (CPU, contiguous) tensors: Ray stores numpy
+        arrays out of band and a reader maps them from the object store without a copy, where a
+        pickled torch tensor is copied on both sides. dtypes numpy lacks travel as raw bits."""
+        import torch
+
+        arrays, dtypes = [], []
+        for t in self.tensors:
+            t = t.detach().contiguous()
+            dtypes.append(str(t.dtype).removeprefix("torch."))
+            if t.dtype == torch.bfloat16 or "float8" in str(t.dtype):
+                t = t.view(torch.int16 if t.element_size() == 2 else torch.uint8)
+            arrays.append(t.numpy())
+        return WeightBucket(self.version, self.names, arrays, self.last, dtypes)
+
+    def torch_tensors(self) -> list[Any]:
+        """Torch tensors of this bucket (zero-copy views when it came over the wire)."""
+        if self.dtypes is None:
+            return list(self.tensors)
+        import warnings
+
+        import torch
+
+        out = []
+        for array, dtype in zip(self.tensors, self.dtypes, strict=True):
+            with warnings.catch_warnings():  # object-store arrays are read-only; reload only reads them
+                warnings.simplefilter("ignore", UserWarning)
+                t = torch.from_numpy(array)
+            want = getattr(torch, dtype)
+            out.append(t if t.dtype == want else t.view(want))
+        return out

@@ -191,7 +191,7 @@ class VLLMEngine:
         if self._staged_version not in (None, bucket.version):
             self._staged = []  # an abandoned earlier sync: drop it
         self._staged_version = bucket.version
-        self._staged.extend(zip(bucket.names, bucket.tensors, strict=False))
+        self._staged.extend(zip(bucket.names, bucket.torch_tensors(), strict=False))
         if not bucket.last:
             return self.version
         staged, self._staged, self._staged_version = self._staged, [], None

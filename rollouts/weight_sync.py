@@ -7,8 +7,8 @@ the base model's name, so actors need no LoRA support. Tensors are grouped in bu
 arrived (see `VLLMEngine.receive_bucket`), so generation never sees half an update.
 
 Transports:
-- `RayTransport` (CPU default): each bucket is `ray.put` once and every actor reads it from the
-  object store.
+- `RayTransport` (CPU default): each bucket is `ray.put` once, as numpy arrays, and every actor
+  maps it from the object store without a copy.
 - `NcclTransport` (GPU): vLLM's native weight-transfer engine (`init_weight_transfer_engine`,
   `start_weight_update` / `update_weights` / `finish_weight_update` on the engine, one packed NCCL
   broadcast from the trainer). Written for GPU clusters; only its metadata/bucketing is tested here.
@@ -129,7 +129,7 @@ class RayTransport:
     def send(self, actors: list[Any], payload: SyncPayload) -> list[int]:
         import ray
 
-        self.last_refs = [ray.put(b) for b in bucketize(payload, self.bucket_mb)]
+        self.last_refs = [ray.put(b.to_wire()) for b in bucketize(payload, self.bucket_mb)]
         # An actor runs its calls in order, so its buckets apply in order; wait on each last one.
         return ray.get([self.catch_up_call(a) for a in actors], timeout=self.timeout_s)
 

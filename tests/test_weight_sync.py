@@ -67,3 +67,20 @@ def test_spread_balances_load_and_keeps_every_item():
     assert sorted(i for p in plan for i in p) == list(range(6))
     loads = [sum([10, 1, 1, 1, 9, 2][i] for i in p) for p in plan]
     assert max(loads) - min(loads) <= 2
+
+
+def test_bucket_wire_format_round_trips_every_dtype_bit_exactly():
+    import numpy as np
+    import torch
+
+    from rollouts.types import WeightBucket
+
+    tensors = [torch.randn(3, 4), torch.randn(5).to(torch.bfloat16), torch.randn(2, 2).to(torch.float16)]
+    wire = WeightBucket(7, ["a", "b", "c"], tensors, last=True).to_wire()
+    assert all(isinstance(a, np.ndarray) for a in wire.tensors) and wire.dtypes == ["float32", "bfloat16", "float16"]
+    back = wire.torch_tensors()
+    assert [t.dtype for t in back] == [t.dtype for t in tensors]
+    assert all(torch.equal(a, b) for a, b in zip(back, tensors, strict=True))
+    assert wire.version == 7 and wire.last and wire.names == ["a", "b", "c"]
+    plain = WeightBucket(1, ["a"], tensors[:1])
+    assert plain.torch_tensors()[0] is tensors[0]  # not on the wire: unchanged
