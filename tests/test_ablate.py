@@ -217,3 +217,45 @@ columns:
     again = subprocess.run([sys.executable, "-m", "rl.ablate", "--grid", str(grid)], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("result exists") == 3
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.vllm
+def test_submit_runs_every_cell_as_a_ray_job(tmp_path):
+    from tests.test_pipeline import _free_port
+
+    body = """
+name: submit2
+config: CONFIG
+output_dir: OUT
+overrides: [grpo.steps=1, warmup.steps=2, eval.max_examples=4]
+setup: {overrides: ["stages=[warmup]"]}
+cell_overrides: ["stages=[grpo]"]
+axes:
+  schedule:
+    deep_only: [rollout.schedule.kind=deep_only]
+    fast_only: [rollout.schedule.kind=fast_only]
+columns:
+  train_tokens_fast: grpo_fast_tokens
+"""
+    grid = _grid_file(tmp_path, body)
+    bin_dir = Path(sys.executable).parent
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token", TRL_EXPERIMENTAL_SILENCE="1",
+               PATH=f"{bin_dir}:{os.environ.get('PATH', '')}")
+    port, dash = _free_port(), _free_port()
+    start = subprocess.run([str(bin_dir / "ray"), "start", "--head", "--num-cpus", "2", "--port", str(port),
+                            "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--include-dashboard", "true"],
+                           env=env, capture_output=True, text=True, timeout=180)
+    assert start.returncode == 0, start.stderr[-2000:]
+    try:
+        proc = subprocess.run([sys.executable, "-m", "rl.ablate", "--grid", str(grid), "--submit", "--address",
+                               f"http://127.0.0.1:{dash}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    finally:
+        subprocess.run([str(bin_dir / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("ray job submit") == 3  # the setup and both cells went through the job API
+    logs = [(tmp_path / "out" / "cells" / c / "ablate.log").read_text() for c in ("schedule-deep_only", "schedule-fast_only")]
+    assert all("succeeded" in log.lower() for log in logs)
+    rows = {r["cell"]: r for r in csv.DictReader((tmp_path / "out" / "results.csv").open())}
+    assert float(rows["schedule-fast_only"]["train_tokens_fast"]) > 0
