@@ -13,6 +13,7 @@ import math
 import re
 import string
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,8 +92,6 @@ def exact_match(prediction: str, reference: str) -> bool:
 
 def token_f1(prediction: str, reference: str) -> float:
     """Word-overlap F1 of the normalised texts (SQuAD-style partial credit for free-form answers)."""
-    from collections import Counter
-
     pred, ref = normalize_text(prediction).split(), normalize_text(reference).split()
     if not pred or not ref:
         return float(pred == ref)

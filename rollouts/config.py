@@ -35,9 +35,10 @@ class RolloutConfig:
     num_actors: int = 1
     num_cpus_per_actor: float = 1.0
     # Threads of each engine (OMP_NUM_THREADS); 0 = num_cpus_per_actor (Ray's own default). More
-    # threads speed generation alone (bench: 965 -> 1,532 tok/s on `small` with 2), but an idle
-    # engine's spinning OMP threads then starve the trainer on a shared node (demo GRPO 154 s ->
-    # 354 s, measured), so a pipeline keeps the default.
+    # threads speed generation alone (bench: 965 -> 1,532 tok/s on `small` with 2); before actors
+    # ran with OMP_WAIT_POLICY=PASSIVE (ray_utils.ACTOR_ENV), an idle 2-thread engine's spinning
+    # threads starved the trainer on a shared node (demo GRPO 154 s -> 354 s, measured). The
+    # default stays 1 until a pipeline run with 2 passive threads is measured.
     threads_per_actor: int = 0
     num_gpus_per_actor: float = 0.0
     tensor_parallel_size: int = 1
