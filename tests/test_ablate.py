@@ -181,16 +181,13 @@ def test_lookup_reads_dotted_keys_list_indices_and_derived_columns():
     assert lookup(judged, "rlaifv_false_claims_first_round") == 0.3
 
 
-@pytest.mark.slow
-@pytest.mark.ray
-@pytest.mark.vllm
-def test_two_cell_smoke_grid_runs_and_writes_the_table(tmp_path):
-    body = """
+# Two cells of the smoke config from a shared 2-step warm-up (the real-run tests below).
+SMOKE_GRID = """
 name: smoke2
 config: CONFIG
 output_dir: OUT
-overrides: [grpo.steps=1, warmup.steps=2, eval.max_examples=4, ray.trainer_in_actor=false]
-setup: {overrides: ["stages=[warmup]"]}
+overrides: [grpo.steps=1, warmup.steps=2, eval.max_examples=4{extra}]
+setup: {{overrides: ["stages=[warmup]"]}}
 cell_overrides: ["stages=[grpo]"]
 axes:
   schedule:
@@ -203,8 +200,20 @@ columns:
   train_tokens_deep: grpo_deep_tokens
   train_tokens_fast: grpo_fast_tokens
 """
-    grid = _grid_file(tmp_path, body)
-    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token", TRL_EXPERIMENTAL_SILENCE="1")
+
+
+def _env() -> dict[str, str]:
+    bin_dir = Path(sys.executable).parent
+    return dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token", TRL_EXPERIMENTAL_SILENCE="1",
+                PATH=f"{bin_dir}:{os.environ.get('PATH', '')}")
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.vllm
+def test_two_cell_smoke_grid_runs_and_writes_the_table(tmp_path):
+    grid = _grid_file(tmp_path, SMOKE_GRID.format(extra=", ray.trainer_in_actor=false"))
+    env = _env()
     proc = subprocess.run([sys.executable, "-m", "rl.ablate", "--grid", str(grid)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -225,24 +234,9 @@ columns:
 def test_submit_runs_every_cell_as_a_ray_job(tmp_path):
     from tests.test_pipeline import _free_port
 
-    body = """
-name: submit2
-config: CONFIG
-output_dir: OUT
-overrides: [grpo.steps=1, warmup.steps=2, eval.max_examples=4]
-setup: {overrides: ["stages=[warmup]"]}
-cell_overrides: ["stages=[grpo]"]
-axes:
-  schedule:
-    deep_only: [rollout.schedule.kind=deep_only]
-    fast_only: [rollout.schedule.kind=fast_only]
-columns:
-  train_tokens_fast: grpo_fast_tokens
-"""
-    grid = _grid_file(tmp_path, body)
+    grid = _grid_file(tmp_path, SMOKE_GRID.format(extra=""))
     bin_dir = Path(sys.executable).parent
-    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="token", TRL_EXPERIMENTAL_SILENCE="1",
-               PATH=f"{bin_dir}:{os.environ.get('PATH', '')}")
+    env = _env()
     port, dash = _free_port(), _free_port()
     start = subprocess.run([str(bin_dir / "ray"), "start", "--head", "--num-cpus", "2", "--port", str(port),
                             "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash), "--include-dashboard", "true"],
