@@ -9,6 +9,7 @@ import json
 import pytest
 
 from rl import bench
+from rl import bench_stats as stats
 
 # A fake machine: the bench driver (1) started Ray (GCS 2, raylet 3); the raylet runs the engine
 # actor (4, with a helper child 6) and an idle worker (5); 7 is an unrelated process.
@@ -32,29 +33,29 @@ def rss_of(pid):
 
 
 def test_descendants_walks_the_tree_once_per_pid():
-    assert bench.descendants([1], children_of) == [1, 2, 3, 4, 5, 6]
-    assert bench.descendants([3, 4], children_of) == [3, 4, 5, 6]
-    assert bench.descendants([9], children_of) == [9]  # unknown pid: itself only
+    assert stats.descendants([1], children_of) == [1, 2, 3, 4, 5, 6]
+    assert stats.descendants([3, 4], children_of) == [3, 4, 5, 6]
+    assert stats.descendants([9], children_of) == [9]  # unknown pid: itself only
 
 
 def test_arm_pids_keeps_driver_and_engine_subtrees_only():
-    assert bench.arm_pids(1, children_of, cmdline_of, ("ray::VLLMEngine",)) == [1, 4, 6]
-    assert sorted(bench.arm_pids(1, children_of, cmdline_of, None)) == [1, 2, 3, 4, 5, 6]  # TRL: whole tree
+    assert stats.arm_pids(1, children_of, cmdline_of, ("ray::VLLMEngine",)) == [1, 4, 6]
+    assert sorted(stats.arm_pids(1, children_of, cmdline_of, None)) == [1, 2, 3, 4, 5, 6]  # TRL: whole tree
     # An actor pid reported by the actor itself counts even before its title is set.
     untitled = {**CMDLINE, 4: "python worker"}
-    assert bench.arm_pids(1, children_of, untitled.get, ("ray::VLLMEngine",)) == [1]
-    assert bench.arm_pids(1, children_of, untitled.get, ("ray::VLLMEngine",), extra_roots=[4]) == [1, 4, 6]
+    assert stats.arm_pids(1, children_of, untitled.get, ("ray::VLLMEngine",)) == [1]
+    assert stats.arm_pids(1, children_of, untitled.get, ("ray::VLLMEngine",), extra_roots=[4]) == [1, 4, 6]
 
 
 def test_sum_rss_counts_each_pid_once_and_skips_gone_processes():
-    assert bench.sum_rss([1, 4, 6], rss_of) == 2810 * MB
-    assert bench.sum_rss([1, 1, 4], rss_of) == 2800 * MB
-    assert bench.sum_rss([1, 42], rss_of) == 800 * MB  # 42 exited between listing and reading
+    assert stats.sum_rss([1, 4, 6], rss_of) == 2810 * MB
+    assert stats.sum_rss([1, 1, 4], rss_of) == 2800 * MB
+    assert stats.sum_rss([1, 42], rss_of) == 800 * MB  # 42 exited between listing and reading
 
 
 def test_rss_monitor_keeps_the_peak_of_the_sum():
     rss = dict(RSS)
-    mon = bench.RssMonitor(root=1, engine_prefixes=("ray::VLLMEngine",), children_of=children_of,
+    mon = stats.RssMonitor(root=1, engine_prefixes=("ray::VLLMEngine",), children_of=children_of,
                            cmdline_of=cmdline_of, rss_of=lambda p: rss.get(p))
     assert mon.sample() == (2810 * MB, 2970 * MB)
     rss[1], rss[4] = 1000 * MB, 1000 * MB  # trainer grows while the engine shrinks: the sum drops
@@ -66,21 +67,21 @@ def test_rss_monitor_keeps_the_peak_of_the_sum():
 
 def test_rss_monitor_cpu_seconds_of_the_arm():
     cpu = {1: 10.0, 2: 100.0, 4: 5.0, 6: 0.5, 5: 100.0}  # Ray's GCS (2) and idle worker (5) left out
-    mon = bench.RssMonitor(root=1, engine_prefixes=("ray::VLLMEngine",), children_of=children_of,
+    mon = stats.RssMonitor(root=1, engine_prefixes=("ray::VLLMEngine",), children_of=children_of,
                            cmdline_of=cmdline_of, rss_of=rss_of, cpu_of=cpu.get)
     assert mon.pids() == [1, 4, 6] and mon.cpu_seconds() == pytest.approx(15.5)
 
 
 def test_rss_monitor_thread_samples_this_process():
-    mon = bench.RssMonitor(interval_s=0.01).start()
+    mon = stats.RssMonitor(interval_s=0.01).start()
     mon.stop()
     assert mon.samples >= 1 and mon.peak > 10 * MB and mon.peak_tree >= mon.peak
 
 
 def test_speedup():
-    assert bench.speedup(6.0, 3.0) == 2.0 and bench.ratio(6.0, 3.0) == 2.0
-    assert bench.speedup(1.0, 4.0) == 0.25
-    assert bench.speedup(None, 3.0) is None and bench.speedup(2.0, 0.0) is None and bench.speedup(2.0, None) is None
+    assert stats.speedup(6.0, 3.0) == 2.0 and stats.ratio(6.0, 3.0) == 2.0
+    assert stats.speedup(1.0, 4.0) == 0.25
+    assert stats.speedup(None, 3.0) is None and stats.speedup(2.0, 0.0) is None and stats.speedup(2.0, None) is None
 
 
 def test_summarise_steps_times_the_steps_after_warmup():
@@ -89,13 +90,13 @@ def test_summarise_steps_times_the_steps_after_warmup():
                {"rollout": 6.0, "reward": 0.5, "sync": 1.0, "tokens": 100},
                {"rollout": 1.0, "reward": 0.5, "sync": 0.0, "tokens": 100},
                {"rollout": 2.0, "reward": 0.5, "sync": 0.5, "tokens": 100}]
-    s = bench.summarise_steps(ends, records, samples_per_step=8, cpu_at_ends=[50.0, 60.0, 63.0, 68.0])
+    s = stats.summarise_steps(ends, records, samples_per_step=8, cpu_at_ends=[50.0, 60.0, 63.0, 68.0])
     assert s["timed_steps"] == 3 and s["timed_seconds"] == pytest.approx(15.0)
     assert s["step_seconds"] == pytest.approx([10.0, 2.0, 3.0]) and s["median_step_seconds"] == pytest.approx(3.0)
     assert s["cpu_seconds_per_step"] == pytest.approx(6.0)
     assert [r["cpu"] for r in s["per_step"]] == pytest.approx([10.0, 3.0, 5.0])
     assert s["per_step"][0] == pytest.approx({"wall": 10.0, "rollout": 6.0, "reward": 0.5, "sync": 1.0, "cpu": 10.0})
-    assert bench.summarise_steps(ends, records, 8)["cpu_seconds_per_step"] is None
+    assert stats.summarise_steps(ends, records, 8)["cpu_seconds_per_step"] is None
     assert s["samples"] == 24 and s["samples_per_s"] == pytest.approx(24 / 15)
     assert s["completion_tokens"] == 300 and s["tokens_per_s"] == pytest.approx(20.0)
     assert s["mean_completion_tokens"] == pytest.approx(12.5)
@@ -103,23 +104,23 @@ def test_summarise_steps_times_the_steps_after_warmup():
     assert b["step"] == pytest.approx(5.0) and b["rollout"] == pytest.approx(3.0)
     assert b["reward"] == pytest.approx(0.5) and b["sync"] == pytest.approx(0.5)
     assert b["train"] == pytest.approx(1.0)  # step - rollout - reward - sync
-    assert bench.summarise_steps(ends, [{k: v for k, v in r.items() if k != "sync"} for r in records], 8)[
+    assert stats.summarise_steps(ends, [{k: v for k, v in r.items() if k != "sync"} for r in records], 8)[
         "breakdown"]["sync"] == 0.0  # TRL without vLLM has no sync
     with pytest.raises(ValueError):
-        bench.summarise_steps([100.0], records[:1], 8)  # warm-up only
+        stats.summarise_steps([100.0], records[:1], 8)  # warm-up only
     with pytest.raises(ValueError):
-        bench.summarise_steps(ends, records[:2], 8)  # a step without its record
+        stats.summarise_steps(ends, records[:2], 8)  # a step without its record
 
 
 def test_colocate_entry():
     ran = {"ran": True, "samples_per_s": 3.0, "tokens_per_s": 90.0, "peak_rss_mb": 2000.0, "breakdown": {"step": 1.0},
            "prompt_ids": [["a"]]}
-    assert bench.colocate_entry(ran) == {"ran": True, "samples_per_s": 3.0, "tokens_per_s": 90.0,
+    assert stats.colocate_entry(ran) == {"ran": True, "samples_per_s": 3.0, "tokens_per_s": 90.0,
                                          "peak_rss_mb": 2000.0, "breakdown": {"step": 1.0}}
     failed = {"ran": False, "error": "\nAttributeError: 'Parameter' object has no attribute 'weight_loader'\n  at x"}
-    assert bench.colocate_entry(failed) == {"ran": False,
+    assert stats.colocate_entry(failed) == {"ran": False,
                                             "error": "AttributeError: 'Parameter' object has no attribute 'weight_loader'"}
-    assert bench.colocate_entry(None, "timed out after 600 s") == {"ran": False, "error": "timed out after 600 s"}
+    assert stats.colocate_entry(None, "timed out after 600 s") == {"ran": False, "error": "timed out after 600 s"}
 
 
 def _arm(sps, prompts):
@@ -135,7 +136,7 @@ def test_assemble_has_the_keys_and_the_speedup():
                 "num_generations": 8, "max_tokens": 64, "std_filter": False}
     versions = {"torch": "2.13.0", "trl": "1.16.0", "vllm": "0.32.0"}
     col = {"ran": False, "error": "boom"}
-    res = bench.assemble(settings, _arm(8.0, [["a", "b"]]), _arm(2.0, [["a", "b"]]), col, versions,
+    res = stats.assemble(settings, _arm(8.0, [["a", "b"]]), _arm(2.0, [["a", "b"]]), col, versions,
                          sweep=[{"size": "tiny", "prompts_per_step": 4, "arm": "ours", "step_seconds": 1.0,
                                  "samples_per_s": 32.0}])
     for key in ("ours_samples_per_s", "trl_samples_per_s", "speedup_vs_trl", "ours_tokens_per_s", "trl_tokens_per_s",
@@ -149,9 +150,9 @@ def test_assemble_has_the_keys_and_the_speedup():
     assert set(res["breakdown_seconds"]) == {"ours", "trl"}
     assert set(res["breakdown_seconds"]["trl"]) == {"rollout", "reward", "sync", "train", "step"}
     assert res["same_prompts"] is True and res["trl_vllm_colocate"] == col and res["std_filter"] is False
-    assert bench.assemble(settings, _arm(8.0, [["a"]]), _arm(2.0, [["b"]]), col, versions)["same_prompts"] is False
+    assert stats.assemble(settings, _arm(8.0, [["a"]]), _arm(2.0, [["b"]]), col, versions)["same_prompts"] is False
     json.dumps(res)  # serialisable as is
-    table = bench.format_table(res)
+    table = stats.format_table(res)
     assert "ours (pool + vLLM actor)" in table and "TRL (transformers gen.)" in table
     assert "4.00x" in table and "did not run (boom)" in table and "sweep" in table and "ours 1.0/2.0" in table
 
@@ -159,7 +160,7 @@ def test_assemble_has_the_keys_and_the_speedup():
 def test_parse_args_defaults_and_checks():
     args = bench.parse_args(["--json", "x.json"])
     assert (args.size, args.steps, args.prompts_per_step, args.num_generations, args.max_tokens) == ("small", 3, 4, 8, 64)
-    assert args.threads == bench.available_cores() and args.engine_threads == 0 and not args.sweep
+    assert args.threads == stats.available_cores() and args.engine_threads == 0 and not args.sweep
     args = bench.parse_args(["--json", "x.json", "--size", "tiny", "--steps", "1", "--prompts-per-step", "2",
                              "--num-generations", "2", "--max-tokens", "8", "--sweep", "--threads", "1"])
     assert (args.size, args.steps, args.prompts_per_step, args.num_generations, args.max_tokens, args.threads) == (
@@ -184,7 +185,7 @@ def test_bench_config_is_the_fair_setup(tmp_path):
 
 
 def test_versions_names_the_three_stacks():
-    v = bench.versions()
+    v = stats.versions()
     assert set(v) >= {"torch", "trl", "vllm"} and all(isinstance(x, str) for x in v.values())
 
 
