@@ -181,6 +181,9 @@ def final_policy(run_dir: Path) -> str:
 
 def train_command(config: str, overrides: list[str], out: Path, seed: int | None, submit: bool, address: str) -> list[str]:
     """`python -m rl.train ...`, or the same wrapped in `ray job submit` (working dir = here)."""
+    if submit and os.path.relpath(config).startswith(".."):
+        raise ConfigError(f"--submit uploads the current folder as the job's working dir, but the base config "
+                          f"{config} lies outside it; run rl.ablate from the folder that holds the config")
     args = ["--config", os.path.relpath(config) if submit else config, *overrides, f"output_dir={out}"]
     if seed is not None:
         args.append(f"seed={seed}")

@@ -147,6 +147,16 @@ def test_runner_skips_existing_results_runs_the_rest_and_records_failures(tmp_pa
     assert len(calls) == 2
 
 
+def test_submit_refuses_a_base_config_outside_the_uploaded_folder(tmp_path):
+    from rl.ablate import train_command
+
+    outside = tmp_path / "base.yaml"
+    with pytest.raises(ConfigError, match="outside it"):
+        train_command(str(outside), [], tmp_path / "run", 0, submit=True, address="http://127.0.0.1:8265")
+    cmd = train_command(str(ROOT / "configs" / "smoke.yaml"), [], tmp_path / "run", 0, submit=False, address="")
+    assert cmd[1:3] == ["-m", "rl.train"]
+
+
 def test_table_writer_formats_numbers_and_missing_values(tmp_path):
     rows = [{"cell": "a", "x": 0.123456, "y": None, "z": 12345.6}, {"cell": "b", "x": 1, "y": "text", "z": float("nan")}]
     csv_path, md_path = write_table(rows, ["cell", "x", "y", "z"], tmp_path)
