@@ -32,6 +32,14 @@ class RayConfig:
     trainer_in_actor: bool = True  # run the stages in a Ray actor (cluster placement of the trainer)
     trainer_num_cpus: float = 1.0
     trainer_num_gpus: float = 0.0
+    # torch threads of the trainer (0 = Ray's default, one per `trainer_num_cpus`). On a small
+    # node the stages without a rollout pool (warm-up SFT) would otherwise leave cores idle, and
+    # the pool's engines sleep (OMP passive wait) while the trainer steps.
+    trainer_threads: int = 0
+
+    def validate(self) -> None:
+        if self.trainer_threads < 0:
+            raise FieldError("trainer_threads", f"must be >= 0 (0 = one per trainer CPU), got {self.trainer_threads}")
 
 
 @dataclass

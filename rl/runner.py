@@ -34,6 +34,10 @@ class StageRunner:
         self.cfg: TrainConfig = from_dict(TrainConfig, cfg_dict)
         self.ctx = RunContext(cfg=self.cfg, out=Path(self.cfg.output_dir), data=data, model_path=model_path,
                               runner_evaluates=True)
+        if self.cfg.ray.trainer_threads:
+            import torch
+
+            torch.set_num_threads(self.cfg.ray.trainer_threads)
 
     def _ensure_pool(self) -> None:
         """A pool on the current policy; restarted when a stage replaced the whole model."""

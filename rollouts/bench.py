@@ -1,8 +1,9 @@
 """Rollout benchmark: the vLLM rollout pool vs transformers `generate`, plus a weight sync.
 
-    python -m rollouts.bench --json runs/bench/rollouts_tiny.json [--size tiny|small]
+    python -m rollouts.bench --json runs/bench/rollouts_tiny.json [--size tiny|small] [--policy DIR]
 
-In one process on this machine: builds the tiny or small model, samples the same prompts (with
+In one process on this machine: builds the tiny or small model (random weights) or loads a trained
+policy folder (`--policy`, e.g. a run's `policy_warmup`), samples the same prompts (with
 images, n=8, fixed max tokens) through (a) a one-actor rollout pool and (b) transformers
 `generate` on the same weights, then perturbs the trainable weights, syncs them to the actor,
 times it against a plain tensor copy of the same bytes, and checks trainer-vs-actor log-prob
@@ -39,6 +40,10 @@ def _timed_generate(engine: Any, reqs: list, repeats: int) -> tuple[float, int]:
     return time.perf_counter() - t0, tokens
 
 
+def _mean_tokens(tokens: int, reqs: list, repeats: int) -> float:
+    return tokens / max(1, repeats * sum(r.n for r in reqs))
+
+
 def _memcpy_gb_per_s(payload) -> float:
     import torch
 
@@ -66,7 +71,11 @@ def _parity(pool: Any, model: Any, processor: Any, rows: list[dict[str, Any]]) -
     return max(abs(a - b) for x, y in zip(actor, trainer, strict=False) for a, b in zip(x.logprobs, y.logprobs, strict=True))
 
 
-def run(size: str, num_prompts: int, n: int, max_tokens: int, repeats: int, enforce_eager: bool = True) -> dict[str, Any]:
+def run(size: str, num_prompts: int, n: int, max_tokens: int, repeats: int, enforce_eager: bool = True,
+        policy: str | None = None) -> dict[str, Any]:
+    """A random-weight model samples every completion to `max_tokens`; a trained policy (`policy`)
+    stops fast-mode answers after a few tokens and deep ones after its reasoning, the mix of
+    lengths a hybrid rollout batch really has."""
     import torch
 
     from policies.hf_engine import HFEngine
@@ -78,8 +87,13 @@ def run(size: str, num_prompts: int, n: int, max_tokens: int, repeats: int, enfo
     from rollouts.ray_utils import init_ray
     from rollouts.weight_sync import collect_trainable
 
-    folder = Path(tempfile.mkdtemp(prefix=f"bench_{size}_")) / "model"
-    build_tiny_model(folder, seed=0, size=size)
+    if policy:
+        folder = Path(policy)
+        if not (folder / "config.json").is_file():
+            raise SystemExit(f"--policy {policy}: not a model folder (no config.json); pass e.g. runs/demo/policy_warmup")
+    else:
+        folder = Path(tempfile.mkdtemp(prefix=f"bench_{size}_")) / "model"
+        build_tiny_model(folder, seed=0, size=size)
     rows = list(make_shapes(num_train_images=num_prompts, num_heldout_images=1, seed=11)["train"])[:num_prompts]
     model, processor, _ = load_policy(PolicyConfig(name_or_path=str(folder)))
     model.eval()
@@ -101,10 +115,12 @@ def run(size: str, num_prompts: int, n: int, max_tokens: int, repeats: int, enfo
     stats = pool.sync(payload)
     apply_s = max(h.get("last_apply_s", 0.0) for h in pool.health())
     result = {
-        "size": size, "num_params": sum(p.numel() for p in model.parameters()),
+        "size": size, "policy": str(folder) if policy else "random init", "num_params": sum(p.numel() for p in model.parameters()),
         "num_prompts": num_prompts, "n": n, "max_tokens": max_tokens, "enforce_eager": enforce_eager,
         "pool_start_seconds": start_s,
         "pool_tokens_per_s": pool_tokens / pool_s, "hf_generate_tokens_per_s": hf_tokens / hf_s,
+        "pool_mean_completion_tokens": _mean_tokens(pool_tokens, reqs, repeats),
+        "hf_mean_completion_tokens": _mean_tokens(hf_tokens, reqs, 1),
         "sync_seconds": stats.seconds, "sync_bytes": stats.num_bytes, "sync_gb_per_s": stats.gb_per_s,
         "sync_apply_seconds": apply_s, "sync_transfer_seconds": stats.seconds - apply_s,
         "sync_tensors": stats.num_tensors, "sync_skipped_frozen": stats.skipped_frozen,
@@ -127,8 +143,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--compile", action="store_true",
                         help="let vLLM compile the model (enforce_eager=false): slower start, faster decoding")
+    parser.add_argument("--policy", default=None,
+                        help="a trained policy folder instead of a random-weight model (--size then only labels it)")
     args = parser.parse_args(argv)
-    res = run(args.size, args.prompts, args.n, args.max_tokens, args.repeats, enforce_eager=not args.compile)
+    res = run(args.size, args.prompts, args.n, args.max_tokens, args.repeats, enforce_eager=not args.compile,
+              policy=args.policy)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
     width = max(len(k) for k in res)

@@ -79,3 +79,20 @@ def test_command_line_scientific_notation_is_a_number():
     # YAML 1.1 would read 5e-5 as a string; an override means the number
     assert parse_overrides(["inner.lr=5e-5", "seed=7"]) == {"inner": {"lr": 5e-5}, "seed": 7}
     assert load(Outer, None, ["inner.lr=5e-5"]).inner.lr == 5e-5
+
+
+def test_trainer_threads_set_torch_threads_and_reject_negatives():
+    import torch
+
+    from rl.config import load_train_config
+    from rl.runner import StageRunner
+
+    with pytest.raises(ConfigError, match="ray.trainer_threads"):
+        load_train_config(None, ["ray.trainer_threads=-1"])
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    try:
+        StageRunner({"ray": {"trainer_threads": want}, "output_dir": "unused"}, None, "unused")
+        assert torch.get_num_threads() == want
+    finally:
+        torch.set_num_threads(before)
