@@ -76,6 +76,8 @@ def run(size: str, num_prompts: int, n: int, max_tokens: int, repeats: int, enfo
     """A random-weight model samples every completion to `max_tokens`; a trained policy (`policy`)
     stops fast-mode answers after a few tokens and deep ones after its reasoning, the mix of
     lengths a hybrid rollout batch really has."""
+    if policy and not (Path(policy) / "config.json").is_file():  # before the heavy imports
+        raise SystemExit(f"--policy {policy}: not a model folder (no config.json); pass e.g. runs/demo/policy_warmup")
     import torch
 
     from policies.hf_engine import HFEngine
@@ -89,8 +91,6 @@ def run(size: str, num_prompts: int, n: int, max_tokens: int, repeats: int, enfo
 
     if policy:
         folder = Path(policy)
-        if not (folder / "config.json").is_file():
-            raise SystemExit(f"--policy {policy}: not a model folder (no config.json); pass e.g. runs/demo/policy_warmup")
     else:
         folder = Path(tempfile.mkdtemp(prefix=f"bench_{size}_")) / "model"
         build_tiny_model(folder, seed=0, size=size)
