@@ -362,12 +362,25 @@ def result_rows(grid: GridSpec, cells: list[Cell], outcomes: list[Outcome], sdir
         for row, cell in zip(rows[-len(cells):], cells, strict=True):
             by_setting.setdefault(tuple(cell.settings.items()), []).append(row)
         for setting, group in by_setting.items():
-            mean = {"cell": "mean of seeds", **dict(setting), "seed": "all", "status": f"{sum(r['status'] != 'failed' for r in group)}/{len(group)}"}
+            done = f"{sum(r['status'] != 'failed' for r in group)}/{len(group)}"
+            mean = {"cell": "mean of seeds", **dict(setting), "seed": "all", "status": done}
+            spread = {"cell": "std [min, max] of seeds", **dict(setting), "seed": "all", "status": done}
             for col in grid.columns:
                 vals = [r[col] for r in group if isinstance(r[col], (int, float)) and not isinstance(r[col], bool)]
                 mean[col] = sum(vals) / len(vals) if vals else None
-            rows.append(mean)
+                spread[col] = _spread_text(vals)
+            rows += [mean, spread]
     return rows
+
+
+def _spread_text(vals: list[float]) -> str | None:
+    """"std [min, max]" of one column over seeds (sample std), or None without numbers."""
+    if not vals:
+        return None
+    from rl.stats import summarise_seeds
+
+    s = summarise_seeds(vals)
+    return f"{s.std:.3f} [{s.min:.3f}, {s.max:.3f}]"
 
 
 def _fmt(v: Any) -> str:

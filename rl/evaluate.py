@@ -1,4 +1,4 @@
-"""Held-out evaluation: accuracy per task type and per mode, completion length per mode, CHAIR.
+"""Held-out evaluation: accuracy per task type, qtype and mode, completion length per mode, CHAIR.
 
 Every held-out example is answered in both modes with greedy decoding through any `Engine`
 (the vLLM rollout pool in a run, transformers `generate` in the smoke stage), so deep and fast
@@ -6,7 +6,8 @@ accuracy are measured on the same prompts. Short answers are checked by the rule
 free-form answers by normalised exact match against the reference (a phrase-inside match would
 accept "above and to the left of X" for "to the left of X"), with word-overlap F1 beside it as
 partial credit (`freeform_f1`); descriptions by CHAIR metrics
-against the scene's object list when the RLAIF-V metrics are available.
+against the scene's object list when the RLAIF-V metrics are available. Per-question scores
+(`scores[mode][id]`) are kept so the report can pair two stages question by question.
 """
 
 from __future__ import annotations
@@ -52,12 +53,19 @@ def evaluate(engine: Any, dataset: Any, cfg: EvalConfig) -> dict[str, Any]:
     n = len(dataset) if cfg.max_examples <= 0 else min(cfg.max_examples, len(dataset))
     rows = [dataset[i] for i in range(n)]
     modes = cfg.modes or list(MODES)
-    out: dict[str, Any] = {"n": n, "accuracy": {}, "accuracy_by_task": {}, "freeform_f1": {}, "mean_completion_tokens": {}}
+    out: dict[str, Any] = {"n": n, "accuracy": {}, "accuracy_by_task": {}, "accuracy_by_qtype": {}, "freeform_f1": {},
+                           "mean_completion_tokens": {}, "scores": {},
+                           # question id -> [task, qtype] of every scored row: the pairing key of
+                           # the report's bootstrap intervals (rl.stats)
+                           "questions": {str(r["id"]): [r["task"], r.get("qtype") or ""] for r in rows
+                                         if r["task"] != "description"}}
     for mode in modes:
         rollouts = []
         for start in range(0, n, cfg.batch_size):
             rollouts += engine.generate(eval_requests(rows[start : start + cfg.batch_size], mode, cfg.seed))
         by_task: dict[str, list[float]] = defaultdict(list)
+        by_qtype: dict[str, list[float]] = defaultdict(list)
+        scores: dict[str, float] = {}
         lengths, desc_rows, desc_texts, f1s = [], [], [], []
         for row, ro in zip(rows, rollouts, strict=False):
             text = ro.completions[0].text if ro.ok and ro.completions else ""
@@ -66,12 +74,17 @@ def evaluate(engine: Any, dataset: Any, cfg: EvalConfig) -> dict[str, Any]:
                 desc_rows.append(row)
                 desc_texts.append(text)
             else:
-                by_task[row["task"]].append(float(is_correct(row, text)))
+                score = float(is_correct(row, text))
+                by_task[row["task"]].append(score)
+                by_qtype[row.get("qtype") or row["task"]].append(score)
+                scores[str(row["id"])] = score
                 if row["task"] == "freeform":
                     f1s.append(token_f1(extract_answer(text), row["answer"]))
         scored = [v for vals in by_task.values() for v in vals]
         out["accuracy"][mode] = sum(scored) / len(scored) if scored else 0.0
         out["accuracy_by_task"][mode] = {t: sum(v) / len(v) for t, v in by_task.items()}
+        out["accuracy_by_qtype"][mode] = {q: sum(v) / len(v) for q, v in sorted(by_qtype.items())}
+        out["scores"][mode] = scores
         out["mean_completion_tokens"][mode] = sum(lengths) / max(len(lengths), 1)
         if f1s:  # partial credit next to exact match: the tiny policy rarely gets a phrase exactly
             out["freeform_f1"][mode] = sum(f1s) / len(f1s)

@@ -3,7 +3,10 @@
 `metrics.json` keeps every stage's raw metrics and adds the headline keys users compare across
 runs: `warmup.heldout_accuracy.{deep,fast,mean}`, `grpo.heldout_accuracy.*`,
 `grpo.mean_completion_tokens.*`, `rlaifv.chair_i.{before,after}`, `rlaifv.chair_s.*`,
-`wall_seconds`, `steps.{warmup,grpo,dpo}`.
+`wall_seconds`, `steps.{warmup,grpo,dpo}`, and `heldout_deltas`: every held-out accuracy change
+between consecutive stages (deep, fast, mean over modes; all questions, per task and per qtype
+group) and the deep-minus-fast gap of each stage, each with a 95% paired-bootstrap interval over
+questions (`rl.stats`); the summary writes "no effect" when an interval covers 0.
 """
 
 from __future__ import annotations
@@ -13,6 +16,57 @@ from pathlib import Path
 from typing import Any
 
 MODES = ("deep", "fast")
+STAGE_ORDER = ("warmup", "grpo", "rlaifv")
+# Question groups of the Shapes data (other data: by task only): the compositional qtypes need a
+# reasoning step over the inventory that the perception qtypes teach.
+COMPOSE_QTYPES = ("colour_count", "shape_count", "more", "neighbour")
+
+
+def _groups(questions: dict[str, list[str]]) -> dict[str, set[str]]:
+    """Question ids of "all", each task, and (when present) the compositional / perception sets."""
+    out: dict[str, set[str]] = {"all": set(questions)}
+    for qid, (task, qtype) in questions.items():
+        out.setdefault(f"task:{task}", set()).add(qid)
+        if task == "short":
+            out.setdefault("compose" if qtype in COMPOSE_QTYPES else "perception", set()).add(qid)
+    return out
+
+
+def _mode_scores(ev: dict[str, Any], mode: str) -> dict[str, float]:
+    scores = ev.get("scores", {})
+    if mode == "mean":  # both modes answered each question: its mean-over-modes score
+        common = set(scores.get("deep", {})) & set(scores.get("fast", {}))
+        return {q: (scores["deep"][q] + scores["fast"][q]) / 2 for q in common}
+    return dict(scores.get(mode, {}))
+
+
+def heldout_deltas(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Paired-bootstrap deltas between consecutive evaluated stages, and each stage's deep - fast gap."""
+    from rl.stats import paired_delta
+
+    evals = [(s, metrics[s]["eval"]) for s in STAGE_ORDER
+             if isinstance(metrics.get(s), dict) and metrics[s].get("eval", {}).get("scores")]
+    out: dict[str, Any] = {"stages": {}, "mode_gap": {}}
+    for (s0, e0), (s1, e1) in zip(evals, evals[1:], strict=False):
+        groups = _groups({**e0.get("questions", {}), **e1.get("questions", {})})
+        table: dict[str, Any] = {}
+        for mode in ("deep", "fast", "mean"):
+            a, b = _mode_scores(e0, mode), _mode_scores(e1, mode)
+            for name, ids in groups.items():
+                d = paired_delta({q: a[q] for q in ids if q in a}, {q: b[q] for q in ids if q in b})
+                if d.n:
+                    table.setdefault(name, {})[mode] = d.to_dict()
+        out["stages"][f"{s0}->{s1}"] = table
+    for stage, ev in evals:
+        groups = _groups(ev.get("questions", {}))
+        deep, fast = _mode_scores(ev, "deep"), _mode_scores(ev, "fast")
+        gap = {}
+        for name, ids in groups.items():
+            d = paired_delta({q: fast[q] for q in ids if q in fast}, {q: deep[q] for q in ids if q in deep})
+            if d.n:
+                gap[name] = d.to_dict()
+        out["mode_gap"][stage] = gap
+    return out
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -26,12 +80,14 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
         if ev:
             m["heldout_accuracy"] = dict(ev.get("accuracy", {}))
             m["heldout_accuracy_by_task"] = dict(ev.get("accuracy_by_task", {}))
+            m["heldout_accuracy_by_qtype"] = dict(ev.get("accuracy_by_qtype", {}))
             m["mean_completion_tokens"] = dict(ev.get("mean_completion_tokens", {}))
         steps[stage] = int(m.get("steps", 0))
     rl = metrics.get("rlaifv")
     if isinstance(rl, dict):
         steps["dpo"] = int(rl.get("steps", 0))
     steps.setdefault("dpo", 0)
+    metrics["heldout_deltas"] = heldout_deltas(metrics)
     return metrics
 
 
@@ -86,6 +142,32 @@ def plot(metrics: dict[str, Any], folder: Path) -> list[Path]:
     return paths
 
 
+def _interval(d: dict[str, Any]) -> str:
+    return (f"{d['delta'] * 100:+.1f} [{d['lo'] * 100:+.1f}, {d['hi'] * 100:+.1f}] "
+            f"{'' if d['verdict'] != 'no effect' else '(no effect)'}").strip()
+
+
+def _delta_lines(deltas: dict[str, Any]) -> list[str]:
+    """Markdown tables of the held-out deltas (points, 95% paired-bootstrap interval)."""
+    lines: list[str] = []
+    for pair, table in (deltas.get("stages") or {}).items():
+        lines += ["", f"Held-out accuracy change {pair.replace('->', ' → ')} (points, 95% paired-bootstrap "
+                      "interval over questions; \"no effect\" when it covers 0):", "",
+                  "| questions | n | deep | fast | mean over modes |", "|---|---|---|---|---|"]
+        for name, row in table.items():
+            n = next(iter(row.values()))["n"]
+            lines.append(f"| {name} | {n} | " + " | ".join(_interval(row[m]) if m in row else "–"
+                                                         for m in ("deep", "fast", "mean")) + " |")
+    gaps = deltas.get("mode_gap") or {}
+    if gaps:
+        names = sorted({k for g in gaps.values() for k in g}, key=lambda k: (k != "all", k))
+        lines += ["", "Deep minus fast accuracy per stage (points, 95% paired-bootstrap interval):", "",
+                  "| stage | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for stage, g in gaps.items():
+            lines.append(f"| {stage} | " + " | ".join(_interval(g[k]) if k in g else "–" for k in names) + " |")
+    return lines
+
+
 def summary_md(metrics: dict[str, Any], plots: list[Path]) -> str:
     lines = ["# Run summary", "", "| stage | acc deep | acc fast | acc mean | tokens deep | tokens fast | steps |", "|---|---|---|---|---|---|---|"]
     for stage in ("warmup", "grpo", "rlaifv"):
@@ -97,6 +179,7 @@ def summary_md(metrics: dict[str, Any], plots: list[Path]) -> str:
             f"| {stage} | {acc.get('deep', 0):.3f} | {acc.get('fast', 0):.3f} | {acc.get('mean', 0):.3f} | "
             f"{tok.get('deep', 0):.1f} | {tok.get('fast', 0):.1f} | {m.get('steps', 0)} |"
         )
+    lines += _delta_lines(metrics.get("heldout_deltas") or {})
     rl = metrics.get("rlaifv") or {}
     if "chair_i" in rl:
         cover = rl.get("cover", {})

@@ -181,8 +181,8 @@ def test_render_rescales():
 
 
 def test_splits_never_share_an_image(monkeypatch):
-    # Enough train images that single-object scenes collide and held-out ones get redrawn;
-    # the spy proves the redraw path ran.
+    # Enough train images that single-object scenes collide with held-out ones and get redrawn
+    # (held-out scenes are drawn first and never redrawn); the spy proves the redraw path ran.
     redraws = []
     image_rng = shapes_mod._image_rng
 
@@ -193,7 +193,7 @@ def test_splits_never_share_an_image(monkeypatch):
 
     monkeypatch.setattr(shapes_mod, "_image_rng", spy)
     dd = make_shapes(num_train_images=250, num_heldout_images=60, questions_per_image=1, seed=2)
-    assert redraws and all(split == "heldout" for split, _ in redraws)
+    assert redraws and all(split == "train" for split, _ in redraws)
 
     def signatures(ds):
         return {
@@ -264,6 +264,9 @@ def test_synonyms_cover_vocabulary():
         ({"task_weights": {"short": 1.0, "essay": 1.0}}, "task_weights"),
         ({"task_weights": {"short": -1.0}}, "task_weights.short"),
         ({"task_weights": {"short": 0.0}}, "task_weights"),
+        ({"short_qtypes": []}, "short_qtypes"),
+        ({"short_qtypes": ["colour", "parity"]}, "short_qtypes[1]"),
+        ({"num_rl_images": -2}, "num_rl_images"),
     ],
 )
 def test_shapes_config_validation(kwargs, field):
@@ -283,3 +286,54 @@ def test_shapes_config_defaults_valid():
     assert cfg.task_weights == {"short": 0.6, "freeform": 0.2, "description": 0.2}
     decoded = Image.open(io.BytesIO(_raw(make_shapes(2, 0, 1)["train"])[0]["image"]["bytes"]))
     assert decoded.format == "PNG"
+
+
+def test_heldout_split_does_not_depend_on_train_or_rl_sizes():
+    a = make_shapes(20, 10, 2, seed=3)["heldout"]
+    b = make_shapes(200, 10, 2, seed=3, num_rl_images=50)["heldout"]
+    assert a.data.table.equals(b.data.table)
+
+
+def test_rl_split_is_fresh_scenes_apart_from_train_and_heldout():
+    dd = make_shapes(120, 30, 1, seed=2, num_rl_images=60)
+    assert list(dd) == ["train", "heldout", "rl"] and len(dd["rl"]) == 60
+
+    def sigs(ds):
+        return {tuple(sorted((tuple(o["cell"]), o["colour"], o["shape"], o["size"]) for o in _objects(s)))
+                for s in ds["scene"]}
+
+    assert not sigs(dd["rl"]) & (sigs(dd["train"]) | sigs(dd["heldout"]))
+    assert "rl" not in make_shapes(10, 2, 1, seed=2)
+
+
+@pytest.mark.parametrize("qtype", ["colour_count", "shape_count", "more", "neighbour"])
+def test_compositional_answers_follow_from_the_scene(qtype):
+    from rl.data.shapes import NEIGHBOUR_STEPS, RELATION_PHRASES
+
+    ds = make_shapes(60, 0, 2, seed=6, task_weights={"short": 1.0}, short_qtypes=[qtype])["train"]
+    # a scene that supports no question of the type falls back to a perception question
+    assert ds["qtype"].count(qtype) > 0.6 * len(ds)
+    ds = ds.filter(lambda q: q == qtype, input_columns="qtype")
+    for row in ds:
+        objs = _objects(row["scene"])
+        q, a = row["question"], row["answer"]
+        if qtype == "colour_count":
+            colour = q.split()[2]
+            assert a == str(sum(o["colour"] == colour for o in objs))
+        elif qtype == "shape_count":
+            shape = q.split()[2].rstrip("s")
+            assert a == str(sum(o["shape"] == shape for o in objs))
+        elif qtype == "more":
+            x, y = q.split()[3].rstrip("s"), q.split()[5].rstrip("s?")
+            nx, ny = (sum(o["shape"] == s for o in objs) for s in (x, y))
+            assert nx != ny and a == ("yes" if nx > ny else "no")
+        else:
+            word = next(w for w, p in RELATION_PHRASES.items() if f"shape {p} the " in q)
+            name = q.split(f"shape {RELATION_PHRASES[word]} the ")[1].rstrip("?")
+            ref = next(o for o in objs if f"{o['colour']} {o['shape']}" == name)
+            dr, dc = NEIGHBOUR_STEPS[word]
+            other = next(o for o in objs if tuple(o["cell"]) == (ref["cell"][0] + dr, ref["cell"][1] + dc))
+            assert a == other["colour"]
+        assert row["reasoning"].startswith("I see ")
+    if qtype == "more":  # balanced: one word cannot earn most of the reward
+        assert 0.3 < ds["answer"].count("yes") / len(ds) < 0.7

@@ -14,6 +14,9 @@ from rl.configlib import FieldError
 
 # The three task types of the canonical schema; rewards dispatch on them.
 TASKS: tuple[str, ...] = ("short", "freeform", "description")
+# Question types of the `short` task in the Shapes generator (rl.data.shapes has their questions).
+PERCEPTION_QTYPES: tuple[str, ...] = ("colour", "count", "shape", "relation", "exists")
+COMPOSE_QTYPES: tuple[str, ...] = ("colour_count", "shape_count", "more", "neighbour")
 
 
 def _default_task_weights() -> dict[str, float]:
@@ -31,9 +34,16 @@ class ShapesConfig:
     seed: int = 0
     # Relative frequency of each task; a missing task counts as weight 0.
     task_weights: dict[str, float] = field(default_factory=_default_task_weights)
+    # Question types a `short` question is drawn from (uniformly, among those a scene supports):
+    # the perception types by default; add the compositional ones (`rl.data.shapes.COMPOSE_QTYPES`:
+    # colour_count, shape_count, more, neighbour) for a task that reasoning over the inventory solves.
+    short_qtypes: list[str] = field(default_factory=lambda: list(PERCEPTION_QTYPES))
+    # Fresh scenes for the RL stage (split `rl`, disjoint from train and held-out); 0 = none, the
+    # RL stage then samples its prompts from the train split.
+    num_rl_images: int = 0
 
     def validate(self) -> None:
-        for name in ("num_train_images", "num_heldout_images"):
+        for name in ("num_train_images", "num_heldout_images", "num_rl_images"):
             if getattr(self, name) < 0:
                 raise FieldError(name, f"must be >= 0, got {getattr(self, name)}")
         if self.num_train_images + self.num_heldout_images == 0:
@@ -51,6 +61,12 @@ class ShapesConfig:
                 raise FieldError(f"task_weights.{task}", f"must be a number >= 0, got {weight!r}")
         if sum(self.task_weights.values()) <= 0:
             raise FieldError("task_weights", "at least one task needs a positive weight")
+        known = PERCEPTION_QTYPES + COMPOSE_QTYPES
+        if not self.short_qtypes:
+            raise FieldError("short_qtypes", f"name at least one of {', '.join(known)}")
+        for i, qtype in enumerate(self.short_qtypes):
+            if qtype not in known:
+                raise FieldError(f"short_qtypes[{i}]", f"unknown qtype {qtype!r}; valid: {', '.join(known)}")
 
 
 @dataclass

@@ -63,6 +63,8 @@ class LoadedData:
     train: datasets.Dataset
     eval: datasets.Dataset
     skipped: dict[str, int] = field(default_factory=dict)
+    # Prompts reserved for the RL stage (the Shapes `rl` split: fresh scenes); None = use `train`.
+    rl: datasets.Dataset | None = None
 
 
 @dataclass
@@ -115,7 +117,7 @@ def _load_shapes(cfg: DataConfig) -> LoadedData:
         return ds.select(range(min(limit, len(ds)))) if limit is not None else ds
 
     evals = pick(cfg.eval_split, cfg.max_eval) if cfg.eval_split else empty_dataset()
-    return LoadedData(train=pick(cfg.train_split, cfg.max_train), eval=evals, skipped={})
+    return LoadedData(train=pick(cfg.train_split, cfg.max_train), eval=evals, skipped={}, rl=dd.get("rl"))
 
 
 # ----------------------------------------------------------------------------- finding the rows

@@ -4,13 +4,19 @@ Each image is a 2x2 grid holding 1-4 coloured shapes (one per cell, jittered ins
 sharing a colour and shape, so a phrase like "red circle" names exactly one object). One
 generator yields three task types, which together exercise every reward of the pipeline:
 
-* `short`       - rule-checkable short answers (qtype colour / count / shape / relation / exists);
+* `short`       - rule-checkable short answers: perception qtypes (colour / count / shape /
+                  relation / exists) and, when `short_qtypes` names them, compositional qtypes
+                  (`COMPOSE_QTYPES`: count of a colour or a shape, "more X than Y", the colour of
+                  a neighbour) that a model can answer from an object inventory by reasoning;
 * `freeform`    - a reference phrase for RLPR's probability reward (qtype `where`);
 * `description` - a reference description plus the ground-truth object list (qtype `describe`),
                   used by the RLAIF-V rounds and the hallucination metrics.
 
 `make_shapes` returns a `datasets.DatasetDict` in the canonical schema (`FEATURES`) that the user
-loader (`rl.data.loader`) also produces. Everything is deterministic in its arguments.
+loader (`rl.data.loader`) also produces: `train`, `heldout` and, when `num_rl_images` > 0, `rl`
+(fresh scenes for the RL stage, never seen by the warm-up). Held-out scenes are drawn first, from
+their own stream, so they do not change with the train or RL sizes; train and RL scenes that
+collide with a held-out scene are redrawn. Everything is deterministic in its arguments.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import datasets
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from rl.data.config import TASKS, ShapesConfig
+from rl.data.config import COMPOSE_QTYPES, PERCEPTION_QTYPES, TASKS, ShapesConfig
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple")
@@ -53,7 +59,13 @@ SYNONYMS: dict[str, list[str]] = {
     "yellow": ["yellow"],
     "purple": ["purple", "violet"],
 }
-SHORT_QTYPES: tuple[str, ...] = ("colour", "count", "shape", "relation", "exists")
+SHORT_QTYPES: tuple[str, ...] = PERCEPTION_QTYPES
+# Compositional short questions: each answer follows from the object inventory that the
+# perception qtypes and descriptions teach ("I see a small red circle at the top left and ..."),
+# but needs one more step (count a colour, compare two counts, find a neighbour).
+ALL_SHORT_QTYPES: tuple[str, ...] = SHORT_QTYPES + COMPOSE_QTYPES
+# Neighbour directions in the 2x2 grid: (row offset, col offset) and the question wording.
+NEIGHBOUR_STEPS: dict[str, tuple[int, int]] = {"right": (0, 1), "left": (0, -1), "below": (1, 0), "above": (-1, 0)}
 CELLS: tuple[tuple[int, int], ...] = ((0, 0), (0, 1), (1, 0), (1, 1))
 CELL_NAMES: dict[tuple[int, int], str] = {
     (0, 0): "top left",
@@ -72,7 +84,7 @@ RELATION_PHRASES: dict[str, str] = {
 # the held-out split would mostly collide with train), and relations need two or more.
 _COUNT_WEIGHTS = {1: 0.15, 2: 0.3, 3: 0.3, 4: 0.25}
 _SIZE_FRACTION = {"small": 0.44, "large": 0.72}  # side of the shape / side of its cell
-_MAX_HELDOUT_ATTEMPTS = 1000
+_MAX_REDRAW_ATTEMPTS = 1000
 
 FEATURES = datasets.Features(
     {
@@ -313,20 +325,78 @@ def _q_describe(scene: Scene, rng: random.Random) -> tuple[str, str, str]:
     return "Describe the image.", describe(scene), reasoning
 
 
+def _q_colour_count(scene: Scene, rng: random.Random) -> tuple[str, str, str]:
+    present = sorted({o.colour for o in scene.objects})
+    absent = [c for c in COLOURS if c not in present]
+    colour = rng.choice(present) if (rng.random() < 0.75 or not absent) else rng.choice(absent)
+    n = sum(o.colour == colour for o in scene.objects)
+    reasoning = f"{_inventory(scene)} Of these, {n} {'is' if n == 1 else 'are'} {colour}."
+    return f"How many {colour} shapes are there?", str(n), reasoning
+
+
+def _q_shape_count(scene: Scene, rng: random.Random) -> tuple[str, str, str]:
+    present = sorted({o.shape for o in scene.objects})
+    absent = [s for s in SHAPES if s not in present]
+    shape = rng.choice(present) if (rng.random() < 0.75 or not absent) else rng.choice(absent)
+    n = sum(o.shape == shape for o in scene.objects)
+    reasoning = f"{_inventory(scene)} That makes {_plural(n, shape)}."
+    return f"How many {shape}s are there?", str(n), reasoning
+
+
+def _q_more(scene: Scene, rng: random.Random) -> tuple[str, str, str] | None:
+    counts = {s: sum(o.shape == s for o in scene.objects) for s in SHAPES}
+    pairs = [(a, b) for a in SHAPES for b in SHAPES if a != b and counts[a] != counts[b]]
+    if not pairs:
+        return None
+    # Half yes, half no: otherwise one word would earn most of the reward.
+    want_yes = rng.random() < 0.5
+    pool = [(a, b) for a, b in pairs if (counts[a] > counts[b]) == want_yes] or pairs
+    a, b = rng.choice(pool)
+    yes = counts[a] > counts[b]
+    reasoning = (f"{_inventory(scene)} That makes {_plural(counts[a], a)} and {_plural(counts[b], b)}, "
+                 f"so there are {'more' if yes else 'fewer'} {a}s than {b}s.")
+    return f"Are there more {a}s than {b}s?", "yes" if yes else "no", reasoning
+
+
+def _q_neighbour(scene: Scene, rng: random.Random) -> tuple[str, str, str] | None:
+    by_cell = {o.cell: o for o in scene.objects}
+    options = []
+    for o in scene.objects:
+        for word, (dr, dc) in NEIGHBOUR_STEPS.items():
+            other = by_cell.get((o.cell[0] + dr, o.cell[1] + dc))
+            if other is not None:
+                options.append((o, word, other))
+    if not options:
+        return None
+    o, word, other = rng.choice(options)
+    phrase = RELATION_PHRASES[word]
+    reasoning = (f"{_inventory(scene)} The {o.name} is at the {o.position}; the shape {phrase} it is the "
+                 f"{other.name} at the {other.position}.")
+    return f"What colour is the shape {phrase} the {o.name}?", other.colour, reasoning
+
+
 _SHORT = {
     "colour": _q_colour,
     "count": _q_count,
     "shape": _q_shape,
     "relation": _q_relation,
     "exists": _q_exists,
+    "colour_count": _q_colour_count,
+    "shape_count": _q_shape_count,
+    "more": _q_more,
+    "neighbour": _q_neighbour,
 }
 
 
-def make_question(scene: Scene, task: str, rng: random.Random) -> dict[str, str] | None:
-    """One question of `task` about `scene` (None when the scene cannot support it)."""
+def make_question(
+    scene: Scene, task: str, rng: random.Random, short_qtypes: tuple[str, ...] | list[str] = SHORT_QTYPES
+) -> dict[str, str] | None:
+    """One question of `task` about `scene` (None when the scene cannot support it); a `short`
+    question draws its qtype uniformly from `short_qtypes` among those the scene supports."""
     if task == "short":
-        order = list(SHORT_QTYPES)
+        order = list(short_qtypes)
         rng.shuffle(order)
+        made = None
         for qtype in order:  # colour/shape/relation need a suitable scene; count/exists always fit
             made = _SHORT[qtype](scene, rng)
             if made:
@@ -343,7 +413,9 @@ def make_question(scene: Scene, task: str, rng: random.Random) -> dict[str, str]
     return {"task": task, "qtype": qtype, "question": question, "answer": answer, "reasoning": reasoning}
 
 
-def _questions_for(scene: Scene, rng: random.Random, weights: Mapping[str, float], k: int) -> list[dict]:
+def _questions_for(
+    scene: Scene, rng: random.Random, weights: Mapping[str, float], k: int, short_qtypes: tuple[str, ...] | list[str]
+) -> list[dict]:
     """`k` questions for one image, tasks drawn by weight, avoiding repeats where possible."""
     tasks = [t for t in TASKS if weights.get(t, 0) > 0]
     out: list[dict] = []
@@ -352,14 +424,14 @@ def _questions_for(scene: Scene, rng: random.Random, weights: Mapping[str, float
         chosen = None
         for _try in range(10):
             task = rng.choices(tasks, weights=[weights[t] for t in tasks])[0]
-            q = make_question(scene, task, rng)
+            q = make_question(scene, task, rng, short_qtypes)
             if q is None:
                 continue
             chosen = q
             if q["question"] not in asked:
                 break
-        if chosen is None:  # only unsupported tasks were drawn (e.g. freeform, one object)
-            chosen = make_question(scene, "short", rng)
+        if chosen is None:  # only unsupported tasks/qtypes were drawn (e.g. freeform, one object)
+            chosen = make_question(scene, "short", rng, short_qtypes) or make_question(scene, "short", rng)
         asked.add(chosen["question"])
         out.append(chosen)
     return out
@@ -385,7 +457,7 @@ def _split_rows(
     rows: dict[str, list] = {name: [] for name in FEATURES}
     for index, (scene, image, rng) in enumerate(scenes):
         image_id = f"{split}-{index:05d}"
-        for j, q in enumerate(_questions_for(scene, rng, cfg.task_weights, cfg.questions_per_image)):
+        for j, q in enumerate(_questions_for(scene, rng, cfg.task_weights, cfg.questions_per_image, cfg.short_qtypes)):
             rows["id"].append(f"{image_id}-{j}")
             rows["image_id"].append(image_id)
             rows["image"].append({"bytes": image, "path": None})
@@ -404,11 +476,16 @@ def make_shapes(
     image_size: int = 64,
     seed: int = 0,
     task_weights: Mapping[str, float] | None = None,
+    short_qtypes: tuple[str, ...] | list[str] | None = None,
+    num_rl_images: int = 0,
 ) -> datasets.DatasetDict:
-    """Generate the Shapes dataset: splits `train` and `heldout` in the canonical schema.
+    """Generate the Shapes dataset: splits `train`, `heldout` and (when `num_rl_images` > 0) `rl`.
 
-    Held-out images never repeat a train image: a candidate whose scene signature or PNG hash
-    matches any train image is redrawn. Equal arguments give byte-identical datasets.
+    Held-out scenes come from their own random stream and depend only on the seed and their own
+    index, so changing the train or RL size never changes the held-out questions. A train or RL
+    candidate whose scene signature or PNG hash matches a held-out image is redrawn; RL scenes are
+    also kept apart from train scenes (fresh images the warm-up never saw). Equal arguments give
+    byte-identical datasets.
     """
     cfg = ShapesConfig(
         num_train_images=num_train_images,
@@ -417,6 +494,8 @@ def make_shapes(
         image_size=image_size,
         seed=seed,
         task_weights=dict(task_weights) if task_weights is not None else ShapesConfig().task_weights,
+        short_qtypes=list(short_qtypes) if short_qtypes is not None else list(SHORT_QTYPES),
+        num_rl_images=num_rl_images,
     )
     cfg.validate()
     min_objects = _min_objects(cfg.task_weights)
@@ -426,26 +505,30 @@ def make_shapes(
         scene = random_scene(rng, image_size, min_objects)
         return scene, png_bytes(render(scene)), rng
 
-    train = [draw("train", i, 0) for i in range(num_train_images)]
-    seen_sigs = {scene.signature() for scene, _, _ in train}
-    seen_hashes = {hashlib.sha256(img).hexdigest() for _, img, _ in train}
-    heldout = []
-    for i in range(num_heldout_images):
-        for attempt in range(_MAX_HELDOUT_ATTEMPTS):
-            scene, img, rng = draw("heldout", i, attempt)
+    heldout = [draw("heldout", i, 0) for i in range(num_heldout_images)]
+    seen_sigs = {scene.signature() for scene, _, _ in heldout}
+    seen_hashes = {hashlib.sha256(img).hexdigest() for _, img, _ in heldout}
+
+    def draw_apart(split: str, index: int) -> tuple[Scene, bytes, random.Random]:
+        for attempt in range(_MAX_REDRAW_ATTEMPTS):
+            scene, img, rng = draw(split, index, attempt)
             if scene.signature() not in seen_sigs and hashlib.sha256(img).hexdigest() not in seen_hashes:
-                break
-        else:
-            raise RuntimeError(
-                f"could not draw held-out image {i} unlike all {num_train_images} train images; "
-                "use fewer train images"
-            )
-        heldout.append((scene, img, rng))
+                return scene, img, rng
+        raise RuntimeError(
+            f"could not draw {split} image {index} unlike all {len(seen_sigs)} images already drawn; "
+            "use fewer held-out (or RL) images"
+        )
+
+    train = [draw_apart("train", i) for i in range(num_train_images)]
+    splits = {"train": train, "heldout": heldout}
+    if num_rl_images:
+        # Keep RL scenes apart from train scenes too (the warm-up memorises its images).
+        seen_sigs |= {scene.signature() for scene, _, _ in train}
+        seen_hashes |= {hashlib.sha256(img).hexdigest() for _, img, _ in train}
+        splits["rl"] = [draw_apart("rl", i) for i in range(num_rl_images)]
     return datasets.DatasetDict(
-        {
-            split: datasets.Dataset.from_dict(_split_rows(split, scenes, cfg), features=FEATURES)
-            for split, scenes in (("train", train), ("heldout", heldout))
-        }
+        {split: datasets.Dataset.from_dict(_split_rows(split, scenes, cfg), features=FEATURES)
+         for split, scenes in splits.items()}
     )
 
 
@@ -498,7 +581,7 @@ def corpus_text(n: int = 2000, seed: int = 0) -> list[str]:
     while len(generated) < n:
         scene = random_scene(rng)
         for task in TASKS:
-            q = make_question(scene, task, rng)
+            q = make_question(scene, task, rng, ALL_SHORT_QTYPES)
             if q:
                 generated += [q["question"], q["answer"], q["reasoning"]]
     return texts + generated[:n]

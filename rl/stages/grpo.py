@@ -30,6 +30,7 @@ class GRPOStageConfig:
     epsilon_high: float = 0.28
     beta: float = 0.0
     tasks: list[str] = field(default_factory=lambda: ["short", "freeform"])
+    qtypes: list[str] = field(default_factory=list)  # only these question types ([] = all of `tasks`)
     save_steps: int = 20  # checkpoint every K optimizer steps (0 = only at the end)
     trl: dict[str, Any] = field(default_factory=dict)  # extra trl.GRPOConfig fields
 
@@ -50,6 +51,18 @@ def _cycle_rows(dataset: Any, seed: int):
         rng.shuffle(order)
         for i in order:
             yield dataset[i]
+
+
+def rl_prompts(data: Any, gcfg: GRPOStageConfig) -> Any:
+    """The stage's prompt rows: the data's `rl` split when it has one (fresh scenes the warm-up
+    never saw), else the train split; filtered to `tasks` and, when given, `qtypes`."""
+    rows = data.rl if getattr(data, "rl", None) is not None and len(data.rl) else data.train
+    rows = rows.filter(lambda t: t in gcfg.tasks, input_columns="task")
+    if gcfg.qtypes:
+        rows = rows.filter(lambda q: q in gcfg.qtypes, input_columns="qtype")
+    if not len(rows):
+        raise ValueError(f"grpo: no prompt rows of tasks {gcfg.tasks} and qtypes {gcfg.qtypes or 'any'} in the data")
+    return rows
 
 
 def grpo_args(cfg: GRPOStageConfig, out_dir: str, max_tokens: int, temperature: float, seed: int):
@@ -117,7 +130,7 @@ def prepare(ctx: RunContext) -> GRPOSetup:
         from policies.loading import freeze_vision
 
         freeze_vision(model)
-    train = ctx.data.train.filter(lambda t: t in gcfg.tasks, input_columns="task")
+    train = rl_prompts(ctx.data, gcfg)
     suite = RewardSuite.from_config(cfg.rewards, tokenizer=processor.tokenizer, scorer=ctx.engine)
     ctx.engine.sync_from_model(model)  # the engine holds exactly the weights the trainer starts from
     scheduler = ModeScheduler(cfg.rollout.schedule)

@@ -49,6 +49,9 @@ class WarmupConfig:
     mode_mix: float | None = None  # share of deep examples; None = both modes for every row
     hard_qtypes: list[str] = field(default_factory=lambda: list(DEFAULT_HARD_QTYPES))
     hard_weight: int = 2  # times each hard-qtype row appears
+    # Question types the warm-up never trains on (left for RL to learn, e.g. the compositional
+    # Shapes qtypes colour_count / shape_count / more / neighbour).
+    exclude_qtypes: list[str] = field(default_factory=list)
     max_examples: int = 0  # cap on SFT examples after shuffling (0 = all)
     # The cold start trains the vision tower too (the tiny model's is random); later stages keep
     # it frozen. Real recipes may set false. At lr 1e-3 training it scored a little higher than
@@ -206,9 +209,12 @@ def run(ctx: Any) -> dict[str, Any]:
         model, processor = load_for_training(ctx, cfg)
         return {"enabled": False, "steps": 0, **heldout_metrics(ctx, model, processor)}
     model, processor = load_for_training(ctx, cfg)
+    train_rows = ctx.data.train
+    if cfg.exclude_qtypes:
+        train_rows = train_rows.filter(lambda q: q not in cfg.exclude_qtypes, input_columns="qtype")
     dataset = build_sft_dataset(
         processor,
-        ctx.data.train,
+        train_rows,
         mode_mix=cfg.mode_mix,
         hard_qtypes=cfg.hard_qtypes,
         hard_weight=cfg.hard_weight,
