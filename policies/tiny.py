@@ -73,6 +73,7 @@ SIZES = {
     # The tiny model with 16-px patches: after the 2x2 pixel shuffle each image token covers one
     # 32-px cell of the Shapes 2x2 grid (4 image tokens), so token k always shows cell k.
     "cells": TinySpec(1024, 256, 2, 4, 768, 64, 2, 2, 256, patch_size=16),
+    "wide": TinySpec(1024, 256, 2, 4, 768, 128, 2, 4, 512),
     "small": TinySpec(2048, 512, 6, 8, 1536, 128, 4, 4, 512),
 }
 

@@ -18,8 +18,8 @@ import pytest
 
 pytestmark = [pytest.mark.vllm, pytest.mark.ray]
 
-STEPS = 24
-WINDOW = 4
+STEPS = 40
+WINDOW = 5
 
 
 def _fixed_rows():
@@ -57,7 +57,7 @@ def test_grpo_raises_its_own_reward_on_fixed_prompts(tmp_path, tiny_model_dir, r
         "policy": {"name_or_path": tiny_model_dir},
         "warmup": {"steps": 40, "batch_size": 8, "learning_rate": 3e-3, "train_vision": False, "logging_steps": 1,
                    "trl": {"report_to": [], "disable_tqdm": True}},
-        "grpo": {"steps": STEPS, "prompts_per_step": 4, "num_generations": 8, "learning_rate": 1e-3,
+        "grpo": {"steps": STEPS, "prompts_per_step": 4, "num_generations": 8, "learning_rate": 3e-4,
                  "tasks": ["short"], "save_steps": 0, "trl": {"report_to": [], "disable_tqdm": True}},
         "rollout": {"schedule": {"kind": "fast_only"}, "max_tokens": {"deep": 48, "fast": 12}},
         "rewards": {"std_filter": {"enabled": False}},
@@ -84,6 +84,7 @@ def test_grpo_raises_its_own_reward_on_fixed_prompts(tmp_path, tiny_model_dir, r
         original = load_model(tiny_model_dir, cfg.policy)
         freeze_vision(original)
         rollout_pool.sync_from_model(original)
+    print("overfit accuracy per step", acc)
     assert len(acc) == STEPS
     first, last = sum(acc[:WINDOW]) / WINDOW, sum(acc[-WINDOW:]) / WINDOW
     assert 0.2 <= first <= 0.8, f"SFT on both answers should leave the policy undecided, accuracy {first:.2f}"

@@ -1,0 +1,74 @@
+"""rl.stats (paired bootstrap, seed summaries) and the report's held-out deltas built on it."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from rl.report import heldout_deltas, summary_md
+from rl.stats import paired_bootstrap, paired_delta, summarise_seeds
+
+
+def test_paired_bootstrap_finds_a_real_gain_and_no_effect_in_noise():
+    rng = random.Random(0)
+    before = [float(rng.random() < 0.4) for _ in range(400)]
+    # after: every right answer stays right, a third of the wrong ones become right (+20 points)
+    after = [1.0 if b else float(rng.random() < 1 / 3) for b in before]
+    d = paired_bootstrap(before, after)
+    assert d.delta == pytest.approx(sum(after) / 400 - sum(before) / 400)
+    assert 0 < d.lo < d.delta < d.hi and d.verdict == "gain"
+    # two draws of the same policy: the interval covers 0
+    a = [float(rng.random() < 0.5) for _ in range(400)]
+    b = [float(rng.random() < 0.5) for _ in range(400)]
+    noise = paired_bootstrap(a, b)
+    assert noise.lo < 0 < noise.hi and noise.verdict == "no effect"
+    assert paired_bootstrap(after, before).verdict == "loss"
+
+
+def test_pairing_is_tighter_than_the_unpaired_spread():
+    # Same questions, same hard/easy split; pairing cancels the shared per-question variance.
+    before = [1.0] * 100 + [0.0] * 100
+    after = [1.0] * 100 + [0.0] * 90 + [1.0] * 10
+    d = paired_bootstrap(before, after, seed=3)
+    assert d.delta == pytest.approx(0.05)
+    assert d.hi - d.lo < 0.08  # unpaired, two ~0.5 proportions over 200 items would span ~0.2
+
+
+def test_paired_delta_pairs_by_key_and_bad_input_is_named():
+    d = paired_delta({"a": 0.0, "b": 1.0, "c": 0.0}, {"b": 1.0, "c": 1.0, "z": 0.0})
+    assert d.n == 2 and d.delta == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="equal-length"):
+        paired_bootstrap([1.0, 0.0], [1.0])
+    assert paired_bootstrap([], []).n == 0
+
+
+def test_summarise_seeds():
+    s = summarise_seeds([0.1, 0.3, 0.2])
+    assert (s.mean, s.min, s.max, s.n) == (pytest.approx(0.2), 0.1, 0.3, 3)
+    assert s.std == pytest.approx(0.1)
+    assert summarise_seeds([0.5]).text() == "0.500"
+    with pytest.raises(ValueError):
+        summarise_seeds([])
+
+
+def _eval(scores_deep, scores_fast, questions):
+    return {"eval": {"scores": {"deep": scores_deep, "fast": scores_fast}, "questions": questions}}
+
+
+def test_report_deltas_between_stages_and_mode_gap():
+    qs = {f"q{i}": ["short", "colour_count" if i % 2 else "colour"] for i in range(200)}
+    w_deep = {q: float(i % 4 == 0) for i, q in enumerate(qs)}
+    w_fast = dict(w_deep)
+    g_deep = {q: 1.0 if qs[q][1] == "colour_count" else w_deep[q] for q in qs}  # GRPO learns compose, deep only
+    metrics = {"warmup": _eval(w_deep, w_fast, qs), "grpo": _eval(g_deep, w_fast, qs)}
+    out = heldout_deltas(metrics)
+    table = out["stages"]["warmup->grpo"]
+    assert table["compose"]["deep"]["verdict"] == "gain" and table["compose"]["deep"]["delta"] == pytest.approx(1.0)
+    assert table["perception"]["deep"]["verdict"] == "no effect" and table["perception"]["deep"]["delta"] == 0
+    assert table["all"]["fast"]["delta"] == 0
+    assert table["all"]["mean"]["delta"] == pytest.approx(0.25)
+    assert out["mode_gap"]["grpo"]["compose"]["verdict"] == "gain"
+    assert out["mode_gap"]["warmup"]["all"]["delta"] == 0
+    md = summary_md({**metrics, "heldout_deltas": out}, [])
+    assert "warmup → grpo" in md and "(no effect)" in md and "compose" in md
