@@ -49,7 +49,7 @@ class PolicyConfig:
     """Which model to train and how to load it."""
 
     name_or_path: str = ""  # empty: build the embedded tiny model into <output_dir>/model_init
-    tiny_size: Literal["tiny", "cells", "wide", "small"] = "tiny"
+    tiny_size: Literal["tiny", "small"] = "tiny"
     tiny_seed: int = 0
     dtype: str = "float32"
     device: str = "cpu"

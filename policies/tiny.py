@@ -1,6 +1,6 @@
 """Tiny VLM factory: a Hugging Face Idefics3 (SmolVLM architecture) directory built from a config.
 
-`python -m policies.tiny --out DIR [--seed N] [--size tiny|cells|small]` writes model weights (random
+`python -m policies.tiny --out DIR [--seed N] [--size tiny|small]` writes model weights (random
 init, seeded), a byte-level BPE tokenizer trained locally on the Shapes dataset's text, an
 Idefics3 processor (PIL image path, no image splitting) and a chat template that honours
 `enable_thinking` the Qwen3 way. Nothing is downloaded. The directory loads with
@@ -70,10 +70,6 @@ class TinySpec:
 
 SIZES = {
     "tiny": TinySpec(1024, 256, 2, 4, 768, 64, 2, 2, 256),
-    # The tiny model with 16-px patches: after the 2x2 pixel shuffle each image token covers one
-    # 32-px cell of the Shapes 2x2 grid (4 image tokens), so token k always shows cell k.
-    "cells": TinySpec(1024, 256, 2, 4, 768, 64, 2, 2, 256, patch_size=16),
-    "wide": TinySpec(1024, 256, 2, 4, 768, 128, 2, 4, 512),
     "small": TinySpec(2048, 512, 6, 8, 1536, 128, 4, 4, 512),
 }
 

@@ -325,19 +325,22 @@ def _q_describe(scene: Scene, rng: random.Random) -> tuple[str, str, str]:
     return "Describe the image.", describe(scene), reasoning
 
 
+def _balanced_pick(rng: random.Random, counts: dict[str, int]) -> str:
+    """A key of `counts` whose count is drawn uniformly from the distinct counts on offer, so that
+    no single answer (e.g. "1") earns most of the reward; ties broken at random."""
+    k = rng.choice(sorted(set(counts.values())))
+    return rng.choice(sorted(name for name, n in counts.items() if n == k))
+
+
 def _q_colour_count(scene: Scene, rng: random.Random) -> tuple[str, str, str]:
-    present = sorted({o.colour for o in scene.objects})
-    absent = [c for c in COLOURS if c not in present]
-    colour = rng.choice(present) if (rng.random() < 0.75 or not absent) else rng.choice(absent)
+    colour = _balanced_pick(rng, {c: sum(o.colour == c for o in scene.objects) for c in COLOURS})
     n = sum(o.colour == colour for o in scene.objects)
     reasoning = f"{_inventory(scene)} Of these, {n} {'is' if n == 1 else 'are'} {colour}."
     return f"How many {colour} shapes are there?", str(n), reasoning
 
 
 def _q_shape_count(scene: Scene, rng: random.Random) -> tuple[str, str, str]:
-    present = sorted({o.shape for o in scene.objects})
-    absent = [s for s in SHAPES if s not in present]
-    shape = rng.choice(present) if (rng.random() < 0.75 or not absent) else rng.choice(absent)
+    shape = _balanced_pick(rng, {s: sum(o.shape == s for o in scene.objects) for s in SHAPES})
     n = sum(o.shape == shape for o in scene.objects)
     reasoning = f"{_inventory(scene)} That makes {_plural(n, shape)}."
     return f"How many {shape}s are there?", str(n), reasoning
