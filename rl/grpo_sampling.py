@@ -8,6 +8,8 @@ One call turns TRL's batch of prompt groups into the groups actually trained on:
    and fresh prompts refill the batch until it is full (`fill_batch`), else the best dropped
    groups pad it; the EMA is then updated with the mean std of every group sampled this step;
 5. fast-mode group accuracies feed the adaptive schedule.
+Per-mode statistics are logged twice: over the groups trained on (`deep/accuracy`, …) and over
+every group sampled before the filter (`sampled/deep/accuracy`, …): the unbiased learning curve.
 It has no TRL dependency: the trainer subclass calls `sample` and hands the result to TRL.
 """
 
@@ -65,7 +67,10 @@ class SampleStats:
     reward_s: float = 0.0
     tokens: dict[str, int] = field(default_factory=lambda: {"deep": 0, "fast": 0})  # all sampled (cost)
     mean_tokens: dict[str, float] = field(default_factory=dict)  # per completion, groups trained on
-    by_mode: dict[str, dict[str, float]] = field(default_factory=dict)
+    by_mode: dict[str, dict[str, float]] = field(default_factory=dict)  # groups trained on
+    # Accuracy and reward of every group sampled this step, before the std filter: the unbiased
+    # learning curve (the kept groups are selected for reward spread, which moves their mean).
+    sampled_by_mode: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def flat(self) -> dict[str, float]:
         out = {
@@ -81,6 +86,10 @@ class SampleStats:
                 out[f"{mode}/{name}"] = value
         for mode, value in self.mean_tokens.items():
             out[f"{mode}/mean_tokens"] = value
+        for mode, comps in self.sampled_by_mode.items():
+            for name in ("accuracy", "total", "count"):
+                if name in comps:
+                    out[f"sampled/{mode}/{name}"] = comps[name]
         return out
 
 
@@ -151,6 +160,7 @@ class GroupSampler:
         cfg = self.filter_cfg
         threshold = std_threshold(self.filter_state) if cfg.enabled else None
         all_stds: list[float] = []
+        every: list[Group] = []
         first = [True]
 
         def sample_groups(k: int) -> list[Group]:
@@ -158,6 +168,7 @@ class GroupSampler:
             first[0] = False
             groups = self._groups(source, stats)
             all_stds.extend(g.std for g in groups)
+            every.extend(groups)
             return groups
 
         def keep(g: Group) -> bool:
@@ -183,6 +194,8 @@ class GroupSampler:
                 stats.mean_tokens[mode] = sum(lens) / len(lens)
         flat = [b for g in groups for b in g.breakdowns]
         stats.by_mode = summarise_by_mode(flat, [b.mode for b in flat])
+        sampled = [b for g in every for b in g.breakdowns]
+        stats.sampled_by_mode = summarise_by_mode(sampled, [b.mode for b in sampled])
         self.last_stats = stats
         return groups, stats
 

@@ -104,12 +104,17 @@ def plot(metrics: dict[str, Any], folder: Path) -> list[Path]:
 
     paths = []
     log = (metrics.get("grpo") or {}).get("log") or []
-    panels = [("reward per mode", "{m}/total"), ("accuracy per mode", "{m}/accuracy"), ("completion tokens per mode", "{m}/mean_tokens")]
+    # Accuracy over every sampled group (before the std filter), falling back to the kept groups
+    # for logs written before that key existed.
+    panels = [("reward per mode", "{m}/total"), ("sampled accuracy per mode (before the std filter)", "sampled/{m}/accuracy"),
+              ("completion tokens per mode", "{m}/mean_tokens")]
     for title, pattern in panels:
         fig, ax = plt.subplots(figsize=(5, 3.2))
         drawn = False
         for mode in MODES:
             x, y = _series(log, pattern.format(m=mode))
+            if not x and pattern.startswith("sampled/"):
+                x, y = _series(log, pattern.removeprefix("sampled/").format(m=mode))
             if x:
                 ax.plot(x, y, label=mode)
                 drawn = True
@@ -117,7 +122,7 @@ def plot(metrics: dict[str, Any], folder: Path) -> list[Path]:
             ax.set_title(f"GRPO: {title}")
             ax.set_xlabel("step")
             ax.legend()
-            path = folder / f"grpo_{pattern.split('/')[1]}_per_mode.png"
+            path = folder / f"grpo_{pattern.split('/')[-1]}_per_mode.png"
             fig.tight_layout()
             fig.savefig(path, dpi=100)
             paths.append(path)

@@ -32,7 +32,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
         kwargs: dict[str, Any] = {"log_to_driver": not quiet, "ignore_reinit_error": True}
         if address:
             kwargs["address"] = address
-        else:
-            kwargs.update(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
+        else:  # a fresh local cluster: never join whatever `ray start` cluster this machine has
+            # (a stale one from a killed run makes ray.init fail on num_cpus)
+            kwargs.update(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
         ray.init(**kwargs)
     return ray.cluster_resources()

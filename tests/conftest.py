@@ -53,7 +53,11 @@ def vllm_llm(tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A local Ray cluster on 127.0.0.1 for the whole session."""
+    """A local Ray cluster on 127.0.0.1 for the whole session.
+
+    `tests/test_pipeline.py` runs `ray stop --force`, which also kills this cluster and with it
+    the pytest process (a Ray driver exits when its raylet dies): test files that use this fixture
+    must sort after `test_pipeline.py` (hence `test_rollouts_*`, `test_rlpr_*`, `test_stage_*`)."""
     import ray
 
     from rollouts.ray_utils import init_ray

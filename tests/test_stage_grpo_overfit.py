@@ -4,11 +4,12 @@ The tiny model is first taught the answer format by SFT on both answers of every
 eight yes/no questions appears once with "yes" and once with "no"), so it answers in the right
 format but picks yes or no about evenly: rule accuracy ~0.5. Only the reward can tell it which answer
 is right. The GRPO stage's own code (`rl.stages.grpo.prepare` / `make_trainer`: the rollout pool's
-vLLM actor, weight sync every step, rewards, TRL's loss) then trains on the same four prompts in
-fast mode, 16 samples per prompt at lr 2e-4 (measured: with 4 prompts x 8 samples, lr 1e-3 and
-sometimes 3e-4 collapsed to one answer for every prompt, after which every group has zero reward
-spread and nothing more is learned; lr 1e-4 had not moved after 24 steps). If the loop stops learning (rewards misaligned with rows, a loss that does not reach
-the weights, stale weights on the sampler), the accuracy stays at ~0.5 and this test fails.
+vLLM actor, weight sync every step, rewards, TRL's loss) then trains on the same eight prompts in
+fast mode, 16 samples per prompt at lr 2e-4. Measured: with 4 prompts x 8 samples, lr 1e-3 (and
+3e-4 inside the full suite) collapsed to one answer for every prompt, after which every group has
+zero reward spread and nothing more is learned; lr 1e-4 had not moved after 24 steps. If the loop
+stops learning (rewards misaligned with rows, a loss that does not reach the weights, stale
+weights on the sampler), the accuracy stays at ~0.5 and this test fails.
 """
 
 from __future__ import annotations
