@@ -73,31 +73,30 @@ def _curve(log: list[dict[str, Any]], key: str) -> list[float]:
     return [float(r[key]) for r in log if key in r and "step" in r and "train_runtime" not in r]
 
 
-class RecordingReward:
-    """TRL reward function over our reward suite (TRL arm): re-decodes completions with special
-    tokens kept (the suite grades the text after `</think>`), deep mode, and records the mean
-    accuracy component of every call (one call per step)."""
+def _recording_reward(suite: Any, tokenizer: Any):
+    """TRL reward function over our reward suite for the TRL arm (`rl.bench.SuiteReward`: completions
+    re-decoded with special tokens kept, deep mode) that also records the mean accuracy component
+    of every call (one call per step)."""
+    from rl.bench import SuiteReward
 
-    def __init__(self, suite: Any, tokenizer: Any):
-        self.suite, self.tokenizer = suite, tokenizer
-        self.eos = tokenizer.eos_token or ""
-        self.accuracy: list[float] = []
-        self.__name__ = "reward_suite"
+    class RecordingReward(SuiteReward):
+        def __init__(self):
+            super().__init__(suite, tokenizer, num_generations=1)
+            self.accuracy: list[float] = []
 
-    def __call__(self, prompts: list[Any], completions: list[Any], completion_ids: list[list[int]], **kw: Any):
-        texts = []
-        for ids in completion_ids:
-            t = self.tokenizer.decode(ids, skip_special_tokens=False)
-            texts.append(t[: -len(self.eos)] if self.eos and t.endswith(self.eos) else t)
-        cols = {k: kw[k] for k in ("answer", "task", "qtype", "objects") if k in kw}
-        cols["mode"] = ["deep"] * len(texts)
-        if "image" in kw:
-            cols["images"] = [[im] for im in kw["image"]]
-        parts = self.suite.compute(prompts, texts, **cols)
-        acc = [b.components.get("accuracy") for b in parts]
-        acc = [a for a in acc if a is not None]
-        self.accuracy.append(sum(acc) / len(acc) if acc else 0.0)
-        return [b.total for b in parts]
+        def __call__(self, prompts, completions, completion_ids, **kw):
+            texts = [self._text(ids) for ids in completion_ids]
+            cols = {k: kw[k] for k in ("answer", "task", "qtype", "objects") if k in kw}
+            cols["mode"] = ["deep"] * len(texts)
+            if "image" in kw:
+                cols["images"] = [[im] for im in kw["image"]]
+            parts = self.suite.compute(prompts, texts, **cols)
+            acc = [b.components.get("accuracy") for b in parts]
+            acc = [a for a in acc if a is not None]
+            self.accuracy.append(sum(acc) / len(acc) if acc else 0.0)
+            return [b.total for b in parts]
+
+    return RecordingReward()
 
 
 def run_ours(args: argparse.Namespace, cfg: Any, data: Any) -> dict[str, Any]:
@@ -120,7 +119,7 @@ def run_ours(args: argparse.Namespace, cfg: Any, data: Any) -> dict[str, Any]:
         trainer = grpo.make_trainer(setup, gargs, pool)
         trainer.train()
         log = trainer.state.log_history
-        return {"reward": _curve(log, "reward"), "accuracy": _curve(log, "deep/accuracy"),
+        return {"reward": _curve(log, "reward"), "accuracy": _curve(log, "sampled/deep/accuracy") or _curve(log, "deep/accuracy"),
                 "mean_tokens": _curve(log, "deep/mean_tokens"),
                 "sampler_gap": _curve(log, "sampling/sampling_logp_difference/mean")}
     finally:
@@ -142,7 +141,7 @@ def run_trl(args: argparse.Namespace, cfg: Any, data: Any) -> dict[str, Any]:
     if cfg.policy.freeze_vision:
         freeze_vision(model)
     rows = grpo.rl_prompts(data, gcfg)
-    reward = RecordingReward(RewardSuite.from_config(cfg.rewards, tokenizer=processor.tokenizer), processor.tokenizer)
+    reward = _recording_reward(RewardSuite.from_config(cfg.rewards, tokenizer=processor.tokenizer), processor.tokenizer)
     gargs = grpo.grpo_args(gcfg, str(Path(args.workdir) / "grpo"), max(cfg.rollout.max_tokens.values()),
                            cfg.rollout.temperature, cfg.seed)
     trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=gargs, train_dataset=rows, processing_class=processor)

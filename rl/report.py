@@ -15,11 +15,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rl.data.config import COMPOSE_QTYPES  # Shapes question groups (other data: by task only)
+
 MODES = ("deep", "fast")
 STAGE_ORDER = ("warmup", "grpo", "rlaifv")
-# Question groups of the Shapes data (other data: by task only): the compositional qtypes need a
-# reasoning step over the inventory that the perception qtypes teach.
-COMPOSE_QTYPES = ("colour_count", "shape_count", "more", "neighbour")
 
 
 def _groups(questions: dict[str, list[str]]) -> dict[str, set[str]]:

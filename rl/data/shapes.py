@@ -33,7 +33,7 @@ import datasets
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from rl.data.config import COMPOSE_QTYPES, PERCEPTION_QTYPES, TASKS, ShapesConfig
+from rl.data.config import PERCEPTION_QTYPES, TASKS, ShapesConfig
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple")
