@@ -234,15 +234,18 @@ class SuiteReward:
         text = self.tokenizer.decode(ids, skip_special_tokens=False)
         return text[: -len(self.eos)] if self.eos and text.endswith(self.eos) else text
 
-    def __call__(self, prompts: list[Any], completions: list[Any], completion_ids: list[list[int]], **kw: Any):
-        t0 = time.perf_counter()
-        n = len(completions)
+    def breakdowns(self, prompts: list[Any], completion_ids: list[list[int]], **kw: Any) -> list[Any]:
+        """The suite's per-completion `RewardBreakdown`s for TRL's reward-function arguments."""
         texts = [self._text(ids) for ids in completion_ids]
         cols = {k: kw[k] for k in ("answer", "task", "qtype", "objects") if k in kw}
-        cols["mode"] = ["deep"] * n
+        cols["mode"] = ["deep"] * len(texts)
         if "image" in kw:
             cols["images"] = [[im] for im in kw["image"]]
-        out = self.suite(prompts, texts, **cols)
+        return self.suite.compute(prompts, texts, **cols)
+
+    def __call__(self, prompts: list[Any], completions: list[Any], completion_ids: list[list[int]], **kw: Any):
+        t0 = time.perf_counter()
+        out = [b.total for b in self.breakdowns(prompts, completion_ids, **kw)]
         self.calls.append({"seconds": time.perf_counter() - t0, "ids": [str(i) for i in kw.get("id", [])][:: self.G]})
         return out
 

@@ -31,13 +31,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rl.bench import CHILD_ENV  # the same child environment as the speed benchmark's arms
+
 ARMS = ("ours", "trl")
-CHILD_ENV = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token", "TOKENIZERS_PARALLELISM": "false",
-    "TRL_EXPERIMENTAL_SILENCE": "1", "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1",
-}  # fmt: skip
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m rl.parity", description=__doc__.splitlines()[0])
     p.add_argument("--policy", required=True, help="policy folder both arms start from (e.g. runs/demo/policy_warmup)")
@@ -85,14 +81,8 @@ def _recording_reward(suite: Any, tokenizer: Any):
             self.accuracy: list[float] = []
 
         def __call__(self, prompts, completions, completion_ids, **kw):
-            texts = [self._text(ids) for ids in completion_ids]
-            cols = {k: kw[k] for k in ("answer", "task", "qtype", "objects") if k in kw}
-            cols["mode"] = ["deep"] * len(texts)
-            if "image" in kw:
-                cols["images"] = [[im] for im in kw["image"]]
-            parts = self.suite.compute(prompts, texts, **cols)
-            acc = [b.components.get("accuracy") for b in parts]
-            acc = [a for a in acc if a is not None]
+            parts = self.breakdowns(prompts, completion_ids, **kw)
+            acc = [a for b in parts if (a := b.components.get("accuracy")) is not None]
             self.accuracy.append(sum(acc) / len(acc) if acc else 0.0)
             return [b.total for b in parts]
 

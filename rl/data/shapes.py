@@ -59,11 +59,8 @@ SYNONYMS: dict[str, list[str]] = {
     "yellow": ["yellow"],
     "purple": ["purple", "violet"],
 }
-SHORT_QTYPES: tuple[str, ...] = PERCEPTION_QTYPES
-# Compositional short questions: each answer follows from the object inventory that the
-# perception qtypes and descriptions teach ("I see a small red circle at the top left and ..."),
-# but needs one more step (count a colour, compare two counts, find a neighbour).
-# Neighbour directions in the 2x2 grid: (row offset, col offset) and the question wording.
+SHORT_QTYPES: tuple[str, ...] = PERCEPTION_QTYPES  # the default `short_qtypes`
+# Neighbour directions in the 2x2 grid for the compositional `neighbour` question: (row, col) offset.
 NEIGHBOUR_STEPS: dict[str, tuple[int, int]] = {"right": (0, 1), "left": (0, -1), "below": (1, 0), "above": (-1, 0)}
 CELLS: tuple[tuple[int, int], ...] = ((0, 0), (0, 1), (1, 0), (1, 1))
 CELL_NAMES: dict[tuple[int, int], str] = {
@@ -332,17 +329,18 @@ def _balanced_pick(rng: random.Random, counts: dict[str, int]) -> str:
 
 
 def _q_colour_count(scene: Scene, rng: random.Random) -> tuple[str, str, str]:
-    colour = _balanced_pick(rng, {c: sum(o.colour == c for o in scene.objects) for c in COLOURS})
-    n = sum(o.colour == colour for o in scene.objects)
+    counts = {c: sum(o.colour == c for o in scene.objects) for c in COLOURS}
+    colour = _balanced_pick(rng, counts)
+    n = counts[colour]
     reasoning = f"{_inventory(scene)} Of these, {n} {'is' if n == 1 else 'are'} {colour}."
     return f"How many {colour} shapes are there?", str(n), reasoning
 
 
 def _q_shape_count(scene: Scene, rng: random.Random) -> tuple[str, str, str]:
-    shape = _balanced_pick(rng, {s: sum(o.shape == s for o in scene.objects) for s in SHAPES})
-    n = sum(o.shape == shape for o in scene.objects)
-    reasoning = f"{_inventory(scene)} That makes {_plural(n, shape)}."
-    return f"How many {shape}s are there?", str(n), reasoning
+    counts = {s: sum(o.shape == s for o in scene.objects) for s in SHAPES}
+    shape = _balanced_pick(rng, counts)
+    reasoning = f"{_inventory(scene)} That makes {_plural(counts[shape], shape)}."
+    return f"How many {shape}s are there?", str(counts[shape]), reasoning
 
 
 def _q_more(scene: Scene, rng: random.Random) -> tuple[str, str, str] | None:
