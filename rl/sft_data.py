@@ -145,6 +145,19 @@ def build_sft_dataset(
     return datasets.Dataset.from_dict(columns, features=sft_features())
 
 
+def add_lengths(processor: Any, dataset: datasets.Dataset, column: str = "length") -> datasets.Dataset:
+    """The dataset with a `column` of text-token counts (prompt + completion) per example.
+
+    Every example holds one image, so its image tokens add the same count to each row and the
+    text count orders examples by length as well as the full count would.
+    """
+    tok = getattr(processor, "tokenizer", processor)
+    prompts = tok(list(dataset["prompt"]), add_special_tokens=False)["input_ids"]
+    completions = tok(list(dataset["completion"]), add_special_tokens=False)["input_ids"]
+    lengths = [len(p) + len(c) for p, c in zip(prompts, completions, strict=True)]
+    return dataset.add_column(column, lengths)
+
+
 def summarize(dataset: datasets.Dataset) -> dict[str, Any]:
     """Example counts by mode and by qtype (for logs and metrics)."""
     by_mode: dict[str, int] = {}

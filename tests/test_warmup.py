@@ -148,3 +148,60 @@ def test_warmup_stage_trains_saves_and_evaluates(tmp_path, tiny_model_dir, shape
     text_changed = [k for k in old if "text_model" in k and not torch.equal(old[k], new[k])]
     assert len(text_changed) >= len([k for k in old if "text_model" in k]) // 2
     assert any("vision_model" in k and not torch.equal(old[k], new[k]) for k in old)  # train_vision
+
+
+def test_split_param_groups_scales_only_the_image_path():
+    import torch
+
+    from rl.sft_trainer import split_param_groups
+
+    params = {n: torch.nn.Parameter(torch.zeros(1)) for n in (
+        "model.vision_model.encoder.layers.0.mlp.fc1.weight",
+        "model.connector.modality_projection.proj.weight",
+        "model.text_model.layers.0.mlp.up_proj.weight",
+        "lm_head.weight",
+    )}
+    names = {id(p): n for n, p in params.items()}
+    groups = [{"params": list(params.values()), "weight_decay": 0.1, "lr": 1e-3}]
+    split = split_param_groups(groups, names, lr=1e-3, scale=4.0)
+    by_lr = {g["lr"]: sorted(names[id(p)] for p in g["params"]) for g in split}
+    assert by_lr == {
+        1e-3: ["lm_head.weight", "model.text_model.layers.0.mlp.up_proj.weight"],
+        4e-3: ["model.connector.modality_projection.proj.weight", "model.vision_model.encoder.layers.0.mlp.fc1.weight"],
+    }
+    assert all(g["weight_decay"] == 0.1 for g in split)
+
+
+def test_trainer_optimizer_and_length_groups(tmp_path, tiny_model_dir, processor, sft):
+    """The subclass's optimizer holds the vision tower at the scaled lr; length grouping keeps
+    its column through the trainer and cuts padding against random batches."""
+    from transformers import AutoModelForImageTextToText
+
+    from rl.sft_data import add_lengths
+    from rl.sft_trainer import WarmupSFTTrainer
+    from rl.stages.warmup import sft_args
+
+    with pytest.raises(FieldError, match="vision_lr_scale"):
+        WarmupConfig(vision_lr_scale=0).validate()
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    dataset = add_lengths(processor, sft)
+    assert min(dataset["length"]) > 0 and max(dataset["length"]) > 2 * min(dataset["length"])
+
+    def padded_share(group: bool) -> float:
+        cfg = WarmupConfig(steps=4, batch_size=8, group_by_length=group, vision_lr_scale=3.0)
+        trainer = WarmupSFTTrainer(model=model, args=sft_args(cfg, tmp_path, 0, True), train_dataset=dataset,
+                                   processing_class=processor, vision_lr_scale=cfg.vision_lr_scale)
+        lrs = {}
+        for g in trainer.create_optimizer().param_groups:
+            for p in g["params"]:
+                lrs[g["lr"]] = lrs.get(g["lr"], 0) + p.numel()
+        assert set(lrs) == {cfg.learning_rate, 3.0 * cfg.learning_rate}
+        pad = total = 0
+        for i, batch in enumerate(trainer.get_train_dataloader()):
+            if i == 6:
+                break
+            pad += int((batch["attention_mask"] == 0).sum())
+            total += batch["attention_mask"].numel()
+        return pad / total
+
+    assert padded_share(True) < 0.5 * padded_share(False)

@@ -31,6 +31,7 @@ OWNED_TRL_KEYS = {
     "max_steps": "steps",
     "num_train_epochs": "epochs",
     "seed": "(the run's top-level seed)",
+    "train_sampling_strategy": "group_by_length",
 }
 
 
@@ -57,6 +58,17 @@ class WarmupConfig:
     # it frozen. Real recipes may set false. At lr 1e-3 training it scored a little higher than
     # keeping it frozen; at 3e-3 it scored lower (measured on the tiny model).
     train_vision: bool = True
+    # Learning rate of the vision tower and the connector as a multiple of `learning_rate` (real
+    # VLM recipes often give the image path its own rate). Measured on the demo config: 5.0 fell
+    # to held-out 0.343 / 0.286 (deep / fast) and CHAIRi 0.55, against 0.362 / 0.374 and 0.38
+    # at 1.0 (README, "Does GRPO learn here?").
+    vision_lr_scale: float = 1.0
+    # Batches of similar length (transformers' LengthGroupedSampler over each example's token
+    # count): deep answers and descriptions are ~3x longer than fast answers, so random batches
+    # carry much padding. Changes which examples share a batch, not which examples are seen.
+    # Measured on the demo config: 1.5x faster warm-up, but batches of one kind (all fast answers,
+    # all descriptions) trained a far worse policy (held-out 0.20 against 0.36, CHAIRi 0.80).
+    group_by_length: bool = False
     logging_steps: int = 10
     trl: dict[str, Any] = field(default_factory=dict)
 
@@ -70,6 +82,8 @@ class WarmupConfig:
         for name in ("batch_size", "gradient_accumulation_steps", "hard_weight", "logging_steps"):
             if getattr(self, name) < 1:
                 raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
+        if not (self.vision_lr_scale > 0 and math.isfinite(self.vision_lr_scale)):
+            raise FieldError("vision_lr_scale", f"must be a positive number, got {self.vision_lr_scale}")
         if self.mode_mix is not None and not 0.0 <= self.mode_mix <= 1.0:
             raise FieldError("mode_mix", f"must be empty (both modes) or in [0, 1], got {self.mode_mix}")
         if self.max_examples < 0:
@@ -104,6 +118,7 @@ def sft_args(cfg: WarmupConfig, out: Path, seed: int, on_cpu: bool):
         "save_strategy": "no",  # the stage saves the final policy itself
         "dataloader_num_workers": 0,
         "disable_tqdm": False,
+        "train_sampling_strategy": "group_by_length" if cfg.group_by_length else "random",
     }
     if on_cpu:
         # fp32 on CPU; recomputing activations only costs time for models this small.
@@ -138,11 +153,15 @@ def point_tensorboard(trainer: Any, log_dir: Path) -> None:
 
 def train(ctx: Any, cfg: WarmupConfig, model: Any, processor: Any, dataset: Any) -> dict[str, Any]:
     """Run `trl.SFTTrainer`; returns step count, losses and seconds. `model` is trained in place."""
-    from trl import SFTTrainer
+    from rl.sft_data import add_lengths
+    from rl.sft_trainer import LENGTH_COLUMN, WarmupSFTTrainer
 
     on_cpu = str(getattr(model, "device", "cpu")).startswith("cpu")
     args = sft_args(cfg, Path(ctx.out), getattr(ctx.cfg, "seed", 0), on_cpu)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
+    if cfg.group_by_length:
+        dataset = add_lengths(processor, dataset, LENGTH_COLUMN)
+    trainer = WarmupSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
+                               vision_lr_scale=cfg.vision_lr_scale)
     point_tensorboard(trainer, Path(ctx.out) / "tb" / "warmup")
     t0 = time.perf_counter()
     result = trainer.train()
