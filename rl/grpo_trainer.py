@@ -81,8 +81,9 @@ def check_prompt_alignment(processor: Any, groups: list[Group], chat_template_kw
 
 
 class HybridGRPOTrainer(GRPOTrainer):
-    def __init__(self, *args: Any, sampler: GroupSampler, pool: Any, **kwargs: Any):
+    def __init__(self, *args: Any, sampler: GroupSampler, pool: Any, anchor: Any = None, **kwargs: Any):
         self.sampler = sampler
+        self.anchor = anchor  # rl.sft_anchor.SFTAnchor or None
         self._cached: dict[str, list[Any]] | None = None
         self.last_groups: list[Group] = []
         self._alignment_checked = False
@@ -117,3 +118,13 @@ class HybridGRPOTrainer(GRPOTrainer):
         # One dict per completion: TRL writes each completion's extra fields into its input row.
         final_inputs = [dict(g.row) for g in groups for _ in range(G)]
         return super()._generate_and_score_completions(final_inputs)
+
+    def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.anchor is None or not model.training:
+            return loss
+        from rl.sft_anchor import add_anchor
+
+        nll = self.anchor.loss(model, self.state.global_step)
+        self._metrics["train"]["sft_anchor/nll"].append(float(nll.detach()))
+        return add_anchor(loss, nll, self.anchor.coef)

@@ -10,6 +10,7 @@ data; the stage returns its metrics and the per-step log.
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,10 @@ class GRPOStageConfig:
     tasks: list[str] = field(default_factory=lambda: ["short", "freeform"])
     qtypes: list[str] = field(default_factory=list)  # only these question types ([] = all of `tasks`)
     save_steps: int = 20  # checkpoint every K optimizer steps (0 = only at the end)
+    # SFT anchor (`rl.sft_anchor`): each step adds sft_coef x the NLL of sft_batch_size warm-up
+    # examples (the warm-up's rows and rendering) to the GRPO loss; 0 = off.
+    sft_coef: float = 0.0
+    sft_batch_size: int = 16
     trl: dict[str, Any] = field(default_factory=dict)  # extra trl.GRPOConfig fields
 
     def validate(self) -> None:
@@ -41,6 +46,10 @@ class GRPOStageConfig:
             raise FieldError("num_generations", "GRPO needs at least 2 samples per prompt")
         if self.prompts_per_step < 1:
             raise FieldError("prompts_per_step", "must be at least 1")
+        if not (self.sft_coef >= 0 and math.isfinite(self.sft_coef)):
+            raise FieldError("sft_coef", f"must be a number >= 0 (0 = no SFT anchor), got {self.sft_coef}")
+        if self.sft_batch_size < 1:
+            raise FieldError("sft_batch_size", f"must be at least 1, got {self.sft_batch_size}")
 
 
 def _cycle_rows(dataset: Any, seed: int):
@@ -111,6 +120,7 @@ class GRPOSetup:
     train: Any
     suite: Any
     sampler: Any
+    anchor: Any = None  # rl.sft_anchor.SFTAnchor when grpo.sft_coef > 0
 
 
 def prepare(ctx: RunContext) -> GRPOSetup:
@@ -137,7 +147,19 @@ def prepare(ctx: RunContext) -> GRPOSetup:
     sampling = SamplingSettings(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p)
     sampler = GroupSampler(ctx.engine, suite, scheduler, cfg.rewards.std_filter, _cycle_rows(train, cfg.seed + 1),
                            gcfg.num_generations, sampling)
-    return GRPOSetup(model, processor, train, suite, sampler)
+    return GRPOSetup(model, processor, train, suite, sampler, make_anchor(ctx, processor))
+
+
+def make_anchor(ctx: RunContext, processor: Any) -> Any:
+    """The SFT anchor of `grpo.sft_coef` on the warm-up's examples, or None when it is 0."""
+    gcfg = ctx.cfg.grpo
+    if gcfg.sft_coef == 0:
+        return None
+    from rl.sft_anchor import SFTAnchor
+    from rl.stages.warmup import WarmupConfig, sft_dataset
+
+    dataset = sft_dataset(ctx, getattr(ctx.cfg, "warmup", None) or WarmupConfig(), processor)
+    return SFTAnchor(dataset, processor, gcfg.sft_coef, gcfg.sft_batch_size, ctx.cfg.seed)
 
 
 def make_trainer(setup: GRPOSetup, args: Any, engine: Any, callbacks: list[Any] | None = None) -> Any:
@@ -152,6 +174,7 @@ def make_trainer(setup: GRPOSetup, args: Any, engine: Any, callbacks: list[Any] 
         processing_class=setup.processor,
         sampler=setup.sampler,
         pool=engine,
+        anchor=setup.anchor,
         callbacks=callbacks,
     )
 

@@ -215,9 +215,27 @@ def heldout_metrics(ctx: Any, model: Any, processor: Any) -> dict[str, Any]:
     return metrics
 
 
+def sft_dataset(ctx: Any, cfg: WarmupConfig, processor: Any) -> Any:
+    """The warm-up's SFT examples from `ctx.data.train` (also GRPO's SFT anchor, `rl.sft_anchor`)."""
+    from rl.sft_data import build_sft_dataset
+
+    train_rows = ctx.data.train
+    if cfg.exclude_qtypes:
+        train_rows = train_rows.filter(lambda q: q not in cfg.exclude_qtypes, input_columns="qtype")
+    return build_sft_dataset(
+        processor,
+        train_rows,
+        mode_mix=cfg.mode_mix,
+        hard_qtypes=cfg.hard_qtypes,
+        hard_weight=cfg.hard_weight,
+        max_examples=cfg.max_examples,
+        seed=getattr(ctx.cfg, "seed", 0),
+    )
+
+
 def run(ctx: Any) -> dict[str, Any]:
     """Train both modes with SFT, save `policy_warmup`, point `ctx.model_path` at it, evaluate."""
-    from rl.sft_data import build_sft_dataset, summarize
+    from rl.sft_data import summarize
 
     cfg = getattr(ctx.cfg, "warmup", None) or WarmupConfig()
     cfg.validate()
@@ -228,18 +246,7 @@ def run(ctx: Any) -> dict[str, Any]:
         model, processor = load_for_training(ctx, cfg)
         return {"enabled": False, "steps": 0, **heldout_metrics(ctx, model, processor)}
     model, processor = load_for_training(ctx, cfg)
-    train_rows = ctx.data.train
-    if cfg.exclude_qtypes:
-        train_rows = train_rows.filter(lambda q: q not in cfg.exclude_qtypes, input_columns="qtype")
-    dataset = build_sft_dataset(
-        processor,
-        train_rows,
-        mode_mix=cfg.mode_mix,
-        hard_qtypes=cfg.hard_qtypes,
-        hard_weight=cfg.hard_weight,
-        max_examples=cfg.max_examples,
-        seed=getattr(ctx.cfg, "seed", 0),
-    )
+    dataset = sft_dataset(ctx, cfg, processor)
     stats = train(ctx, cfg, model, processor, dataset)
     model = merge_lora(model)  # rollout engines and later stages load plain weights
     folder = save_policy(model, processor, Path(ctx.out) / "policy_warmup")
