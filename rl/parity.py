@@ -59,7 +59,8 @@ def arm_config(args: argparse.Namespace, seed: int, workdir: str):
 
     forced = [f"output_dir={workdir}", f"seed={seed}", "stages=[grpo]", f"policy.name_or_path={args.policy}",
               f"grpo.steps={args.steps}", "grpo.save_steps=0", "rollout.schedule.kind=deep_only",
-              "rewards.std_filter.enabled=false", "rollout.num_actors=1"]
+              "rewards.std_filter.enabled=false", "rollout.num_actors=1",
+              "grpo.sft_coef=0"]  # TRL's GRPOTrainer has no SFT anchor: both arms train GRPO's loss alone
     cfg = load_train_config(args.config, [*args.overrides, *forced])
     cfg.grpo.trl = {**cfg.grpo.trl, "report_to": [], "disable_tqdm": True}
     return cfg

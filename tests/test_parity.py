@@ -27,6 +27,7 @@ def test_arm_config_forces_deep_only_and_no_filter(tmp_path):
     args = parity.build_parser().parse_args(["--policy", "some/policy", "--steps", "7", "grpo.learning_rate=1e-4"])
     cfg = parity.arm_config(args, seed=2, workdir=str(tmp_path))
     assert cfg.rollout.schedule.kind == "deep_only" and not cfg.rewards.std_filter.enabled
+    assert cfg.grpo.sft_coef == 0  # the demo's SFT anchor is off: TRL's arm cannot have it
     assert (cfg.seed, cfg.grpo.steps, cfg.grpo.learning_rate, cfg.grpo.save_steps) == (2, 7, 1e-4, 0)
     assert cfg.policy.name_or_path == "some/policy" and cfg.stages == ["grpo"]
 
