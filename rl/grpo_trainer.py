@@ -21,6 +21,7 @@ from typing import Any
 from trl import GRPOTrainer
 
 from rl.grpo_sampling import Group, GroupSampler
+from rl.sft_anchor import add_anchor
 
 
 def precomputed_reward(prompts: list[Any], completions: list[Any], reward_total: list[float], **_: Any) -> list[float]:
@@ -123,8 +124,6 @@ class HybridGRPOTrainer(GRPOTrainer):
         loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if self.anchor is None or not model.training:
             return loss
-        from rl.sft_anchor import add_anchor
-
         nll = self.anchor.loss(model, self.state.global_step)
         self._metrics["train"]["sft_anchor/nll"].append(float(nll.detach()))
         return add_anchor(loss, nll, self.anchor.coef)
