@@ -267,6 +267,7 @@ def test_synonyms_cover_vocabulary():
         ({"short_qtypes": []}, "short_qtypes"),
         ({"short_qtypes": ["colour", "parity"]}, "short_qtypes[1]"),
         ({"num_rl_images": -2}, "num_rl_images"),
+        ({"reasoning": "essay"}, "reasoning"),
     ],
 )
 def test_shapes_config_validation(kwargs, field):
@@ -337,3 +338,24 @@ def test_compositional_answers_follow_from_the_scene(qtype):
         assert row["reasoning"].startswith("I see ")
     if qtype == "more":  # balanced: one word cannot earn most of the reward
         assert 0.3 < ds["answer"].count("yes") / len(ds) < 0.7
+
+
+def test_tally_reasoning_states_the_counts_the_compositional_answers_need():
+    from rl.data.shapes import COLOURS, SHAPES
+
+    kinds = ["colour_count", "shape_count", "more", "count", "colour", "relation"]
+    tally = make_shapes(40, 0, 2, seed=5, task_weights={"short": 1.0}, short_qtypes=kinds, reasoning="tally")["train"]
+    plain = make_shapes(40, 0, 2, seed=5, task_weights={"short": 1.0}, short_qtypes=kinds)["train"]
+    # same questions and answers; only the reasoning text differs
+    assert tally["question"] == plain["question"] and tally["answer"] == plain["answer"]
+    for row, base in zip(tally, plain):
+        objs = _objects(row["scene"])
+        inventory = base["reasoning"].split(". ")[0] + "."
+        assert row["reasoning"].startswith(inventory + " That is ") and "That is" not in base["reasoning"]
+        counts = row["reasoning"][len(inventory) + len(" That is "):].split(".")[0]
+        said = {w.rstrip("s"): int(n) for n, w in re.findall(r"(\d+) (\w+)", counts)}
+        truth = {k: sum(o["colour"] == k or o["shape"] == k for o in objs) for k in COLOURS + SHAPES}
+        # every colour and shape present is counted; an absent one is left out (reads as 0)
+        assert said == {k: n for k, n in truth.items() if n}
+        if row["qtype"] == "colour_count":
+            assert said.get(row["question"].split()[2], 0) == int(row["answer"])

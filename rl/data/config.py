@@ -41,6 +41,10 @@ class ShapesConfig:
     # Fresh scenes for the RL stage (split `rl`, disjoint from train and held-out); 0 = none, the
     # RL stage then samples its prompts from the train split.
     num_rl_images: int = 0
+    # Style of the reasoning text deep mode is taught: "inventory" opens with the objects seen,
+    # cell by cell; "tally" adds the count of every colour and shape after it, so a count of a
+    # kind or a "more X than Y" answer can be read off the reasoning (rl.data.shapes._tally).
+    reasoning: Literal["inventory", "tally"] = "inventory"
 
     def validate(self) -> None:
         for name in ("num_train_images", "num_heldout_images", "num_rl_images"):
@@ -61,6 +65,8 @@ class ShapesConfig:
                 raise FieldError(f"task_weights.{task}", f"must be a number >= 0, got {weight!r}")
         if sum(self.task_weights.values()) <= 0:
             raise FieldError("task_weights", "at least one task needs a positive weight")
+        if self.reasoning not in ("inventory", "tally"):
+            raise FieldError("reasoning", f"{self.reasoning!r} is not 'inventory' or 'tally'")
         known = PERCEPTION_QTYPES + COMPOSE_QTYPES
         if not self.short_qtypes:
             raise FieldError("short_qtypes", f"name at least one of {', '.join(known)}")

@@ -234,9 +234,24 @@ def _listing(items: list[str]) -> str:
 
 
 def _inventory(scene: Scene) -> str:
-    """Opening of every reasoning text: what a careful model sees, cell by cell."""
+    """What a careful model sees, cell by cell: "I see a large red circle at the top left and ..."."""
     seen = [f"a {o.size} {o.name} at the {o.position}" for o in scene.objects]
     return f"I see {_listing(seen)}."
+
+
+def _tally(scene: Scene) -> str:
+    """Counts of the colours and shapes present, in a fixed order: "That is 2 red and 1 blue; 1
+    circle and 2 squares." A count of a kind (0 when it is not named) or a comparison can be read
+    off it; colours and shapes not present are left out to keep deep mode's reasoning short."""
+    colours = [f"{n} {c}" for c in COLOURS if (n := sum(o.colour == c for o in scene.objects))]
+    shapes = [_plural(n, s) for s in SHAPES if (n := sum(o.shape == s for o in scene.objects))]
+    return f"That is {_listing(colours)}; {_listing(shapes)}."
+
+
+def _opening(scene: Scene, reasoning: str) -> str:
+    """Opening of every short and free-form reasoning text, in the `reasoning` style
+    (`ShapesConfig.reasoning`): the inventory, and in style `tally` the counts after it."""
+    return _inventory(scene) if reasoning == "inventory" else f"{_inventory(scene)} {_tally(scene)}"
 
 
 def describe(scene: Scene) -> str:
@@ -253,13 +268,13 @@ def _q_colour(scene: Scene, rng: random.Random) -> tuple[str, str, str] | None:
     if not unique:
         return None
     o = rng.choice(unique)
-    reasoning = f"{_inventory(scene)} There is only one {o.shape}, and it is {o.colour}."
+    reasoning = f"There is only one {o.shape}, and it is {o.colour}."
     return f"What colour is the {o.shape}?", o.colour, reasoning
 
 
 def _q_count(scene: Scene, rng: random.Random) -> tuple[str, str, str]:
     n = len(scene.objects)
-    reasoning = f"{_inventory(scene)} That makes {_plural(n, 'shape')} in total."
+    reasoning = f"That makes {_plural(n, 'shape')} in total."
     return "How many shapes are there?", str(n), reasoning
 
 
@@ -268,7 +283,7 @@ def _q_shape(scene: Scene, rng: random.Random) -> tuple[str, str, str] | None:
     if not unique:
         return None
     o = rng.choice(unique)
-    reasoning = f"{_inventory(scene)} The only {o.colour} object is the {o.shape}."
+    reasoning = f"The only {o.colour} object is the {o.shape}."
     return f"What shape is the {o.colour} object?", o.shape, reasoning
 
 
@@ -284,7 +299,7 @@ def _q_relation(scene: Scene, rng: random.Random) -> tuple[str, str, str] | None
     phrase = f"{RELATION_PHRASES[rel]} the {b.name}"
     verdict = f"it is {phrase}" if rel in true else f"it is not {phrase}"
     reasoning = (
-        f"{_inventory(scene)} The {a.name} is at the {a.position} and the {b.name} is at the "
+        f"The {a.name} is at the {a.position} and the {b.name} is at the "
         f"{b.position}, so the {a.name} is {where_phrase(a, b)}. That means {verdict}."
     )
     return f"Is the {a.name} {phrase}?", "yes" if rel in true else "no", reasoning
@@ -293,14 +308,14 @@ def _q_relation(scene: Scene, rng: random.Random) -> tuple[str, str, str] | None
 def _q_exists(scene: Scene, rng: random.Random) -> tuple[str, str, str]:
     if rng.random() < 0.5:
         o = rng.choice(scene.objects)
-        reasoning = f"{_inventory(scene)} The {o.name} is at the {o.position}."
+        reasoning = f"The {o.name} is at the {o.position}."
         return f"Is there a {o.name}?", "yes", reasoning
     present = {(o.colour, o.shape) for o in scene.objects}
     absent = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present]
     # A plausible distractor shares its colour or its shape with something in the picture.
     plausible = [(c, s) for c, s in absent if any(c == pc or s == ps for pc, ps in present)]
     colour, shape = rng.choice(plausible or absent)
-    reasoning = f"{_inventory(scene)} None of them is a {colour} {shape}."
+    reasoning = f"None of them is a {colour} {shape}."
     return f"Is there a {colour} {shape}?", "no", reasoning
 
 
@@ -309,7 +324,7 @@ def _q_where(scene: Scene, rng: random.Random) -> tuple[str, str, str] | None:
         return None
     a, b = rng.sample(scene.objects, 2)
     reasoning = (
-        f"{_inventory(scene)} The {a.name} is at the {a.position} and the {b.name} is at the {b.position}."
+        f"The {a.name} is at the {a.position} and the {b.name} is at the {b.position}."
     )
     return f"Where is the {a.name} relative to the {b.name}?", where_phrase(a, b), reasoning
 
@@ -332,14 +347,14 @@ def _q_colour_count(scene: Scene, rng: random.Random) -> tuple[str, str, str]:
     counts = {c: sum(o.colour == c for o in scene.objects) for c in COLOURS}
     colour = _balanced_pick(rng, counts)
     n = counts[colour]
-    reasoning = f"{_inventory(scene)} Of these, {n} {'is' if n == 1 else 'are'} {colour}."
+    reasoning = f"Of these, {n} {'is' if n == 1 else 'are'} {colour}."
     return f"How many {colour} shapes are there?", str(n), reasoning
 
 
 def _q_shape_count(scene: Scene, rng: random.Random) -> tuple[str, str, str]:
     counts = {s: sum(o.shape == s for o in scene.objects) for s in SHAPES}
     shape = _balanced_pick(rng, counts)
-    reasoning = f"{_inventory(scene)} That makes {_plural(counts[shape], shape)}."
+    reasoning = f"That makes {_plural(counts[shape], shape)}."
     return f"How many {shape}s are there?", str(counts[shape]), reasoning
 
 
@@ -353,7 +368,7 @@ def _q_more(scene: Scene, rng: random.Random) -> tuple[str, str, str] | None:
     pool = [(a, b) for a, b in pairs if (counts[a] > counts[b]) == want_yes] or pairs
     a, b = rng.choice(pool)
     yes = counts[a] > counts[b]
-    reasoning = (f"{_inventory(scene)} That makes {_plural(counts[a], a)} and {_plural(counts[b], b)}, "
+    reasoning = (f"That makes {_plural(counts[a], a)} and {_plural(counts[b], b)}, "
                  f"so there are {'more' if yes else 'fewer'} {a}s than {b}s.")
     return f"Are there more {a}s than {b}s?", "yes" if yes else "no", reasoning
 
@@ -370,7 +385,7 @@ def _q_neighbour(scene: Scene, rng: random.Random) -> tuple[str, str, str] | Non
         return None
     o, word, other = rng.choice(options)
     phrase = RELATION_PHRASES[word]
-    reasoning = (f"{_inventory(scene)} The {o.name} is at the {o.position}; the shape {phrase} it is the "
+    reasoning = (f"The {o.name} is at the {o.position}; the shape {phrase} it is the "
                  f"{other.name} at the {other.position}.")
     return f"What colour is the shape {phrase} the {o.name}?", other.colour, reasoning
 
@@ -389,10 +404,15 @@ _SHORT = {
 
 
 def make_question(
-    scene: Scene, task: str, rng: random.Random, short_qtypes: tuple[str, ...] | list[str] = SHORT_QTYPES
+    scene: Scene,
+    task: str,
+    rng: random.Random,
+    short_qtypes: tuple[str, ...] | list[str] = SHORT_QTYPES,
+    reasoning: str = "inventory",
 ) -> dict[str, str] | None:
     """One question of `task` about `scene` (None when the scene cannot support it); a `short`
-    question draws its qtype uniformly from `short_qtypes` among those the scene supports."""
+    question draws its qtype uniformly from `short_qtypes` among those the scene supports.
+    `reasoning` is the style of the reasoning text (`ShapesConfig.reasoning`)."""
     if task == "short":
         order = list(short_qtypes)
         rng.shuffle(order)
@@ -409,29 +429,31 @@ def make_question(
         raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
     if made is None:
         return None
-    question, answer, reasoning = made
-    return {"task": task, "qtype": qtype, "question": question, "answer": answer, "reasoning": reasoning}
+    question, answer, text = made
+    if qtype != "describe":  # the description's reasoning is a per-object walk of its own
+        text = f"{_opening(scene, reasoning)} {text}"
+    return {"task": task, "qtype": qtype, "question": question, "answer": answer, "reasoning": text}
 
 
-def _questions_for(
-    scene: Scene, rng: random.Random, weights: Mapping[str, float], k: int, short_qtypes: tuple[str, ...] | list[str]
-) -> list[dict]:
+def _questions_for(scene: Scene, rng: random.Random, cfg: ShapesConfig) -> list[dict]:
     """`k` questions for one image, tasks drawn by weight, avoiding repeats where possible."""
+    weights = cfg.task_weights
     tasks = [t for t in TASKS if weights.get(t, 0) > 0]
     out: list[dict] = []
     asked: set[str] = set()
-    for _ in range(k):
+    for _ in range(cfg.questions_per_image):
         chosen = None
         for _try in range(10):
             task = rng.choices(tasks, weights=[weights[t] for t in tasks])[0]
-            q = make_question(scene, task, rng, short_qtypes)
+            q = make_question(scene, task, rng, cfg.short_qtypes, cfg.reasoning)
             if q is None:
                 continue
             chosen = q
             if q["question"] not in asked:
                 break
         if chosen is None:  # only unsupported tasks/qtypes were drawn (e.g. freeform, one object)
-            chosen = make_question(scene, "short", rng, short_qtypes) or make_question(scene, "short", rng)
+            chosen = (make_question(scene, "short", rng, cfg.short_qtypes, cfg.reasoning)
+                      or make_question(scene, "short", rng, reasoning=cfg.reasoning))
         asked.add(chosen["question"])
         out.append(chosen)
     return out
@@ -457,7 +479,7 @@ def _split_rows(
     rows: dict[str, list] = {name: [] for name in FEATURES}
     for index, (scene, image, rng) in enumerate(scenes):
         image_id = f"{split}-{index:05d}"
-        for j, q in enumerate(_questions_for(scene, rng, cfg.task_weights, cfg.questions_per_image, cfg.short_qtypes)):
+        for j, q in enumerate(_questions_for(scene, rng, cfg)):
             rows["id"].append(f"{image_id}-{j}")
             rows["image_id"].append(image_id)
             rows["image"].append({"bytes": image, "path": None})
@@ -478,6 +500,7 @@ def make_shapes(
     task_weights: Mapping[str, float] | None = None,
     short_qtypes: tuple[str, ...] | list[str] | None = None,
     num_rl_images: int = 0,
+    reasoning: str = "inventory",
 ) -> datasets.DatasetDict:
     """Generate the Shapes dataset: splits `train`, `heldout` and (when `num_rl_images` > 0) `rl`.
 
@@ -496,6 +519,7 @@ def make_shapes(
         task_weights=dict(task_weights) if task_weights is not None else ShapesConfig().task_weights,
         short_qtypes=list(short_qtypes) if short_qtypes is not None else list(SHORT_QTYPES),
         num_rl_images=num_rl_images,
+        reasoning=reasoning,
     )
     cfg.validate()
     min_objects = _min_objects(cfg.task_weights)
