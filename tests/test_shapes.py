@@ -348,7 +348,7 @@ def test_tally_reasoning_states_the_counts_the_compositional_answers_need():
     plain = make_shapes(40, 0, 2, seed=5, task_weights={"short": 1.0}, short_qtypes=kinds)["train"]
     # same questions and answers; only the reasoning text differs
     assert tally["question"] == plain["question"] and tally["answer"] == plain["answer"]
-    for row, base in zip(tally, plain):
+    for row, base in zip(tally, plain, strict=True):
         objs = _objects(row["scene"])
         inventory = base["reasoning"].split(". ")[0] + "."
         assert row["reasoning"].startswith(inventory + " That is ") and "That is" not in base["reasoning"]
