@@ -79,17 +79,10 @@ def resolve_model_path(cfg: PolicyConfig, workdir: str | Path) -> str:
         if not (target / "tiny_spec.json").exists():
             build_tiny_model(target, seed=cfg.tiny_seed, size=cfg.tiny_size)
         return str(target)
-    path = Path(cfg.name_or_path).expanduser()
-    if looks_local(cfg.name_or_path):
-        if not path.is_dir():
-            raise PolicyError(
-                f"policy.name_or_path: model folder {path} does not exist; give an existing "
-                "Hugging Face model folder, a hub name, or leave it empty for the embedded tiny model"
-            )
-        if not (path / "config.json").exists():
-            raise PolicyError(f"policy.name_or_path: {path} has no config.json; it is not a model folder")
-        return str(path)
-    return cfg.name_or_path
+    from policies.preflight import check_loadable
+
+    check_loadable(cfg.name_or_path, "policy.name_or_path", cfg.trust_remote_code)
+    return str(Path(cfg.name_or_path).expanduser()) if looks_local(cfg.name_or_path) else cfg.name_or_path
 
 
 def _torch_dtype(name: str):

@@ -169,7 +169,9 @@ def setup_dir(grid: GridSpec) -> Path | None:
 
 def final_policy(run_dir: Path) -> str:
     """The model path a finished run ended with (from its last stage marker)."""
-    cfg = json.loads((run_dir / "config.json").read_text())
+    from rl.provenance import latest_config
+
+    cfg = latest_config(run_dir)
     marker = run_dir / "stages" / f"{cfg['stages'][-1]}.json"
     if not marker.exists():
         raise RuntimeError(f"setup run {run_dir} has no completed stage marker {marker.name}; rerun the grid")
@@ -191,6 +193,24 @@ def train_command(config: str, overrides: list[str], out: Path, seed: int | None
         return [sys.executable, "-m", "rl.train", *args]
     ray = str(Path(sys.executable).parent / "ray")
     return [ray, "job", "submit", "--address", address, "--working-dir", ".", "--", "python", "-m", "rl.train", *args]
+
+
+def stale_cells(grid: GridSpec, cells: list[Cell], start_overrides: list[str]) -> list[tuple[Cell, str]]:
+    """Cells whose existing result came from another config than the grid now gives them (an
+    edited grid file): reusing them would put another config's numbers in the table."""
+    from rl.config import load_train_config
+    from rl.configlib import to_dict
+    from rl.provenance import describe_changes, recorded_changes
+
+    out = []
+    for cell in cells:
+        if cell.result_path.exists() and (cell.out / "config.json").exists():
+            want = to_dict(load_train_config(grid.config, [*cell.overrides, *start_overrides, f"output_dir={cell.out}",
+                                                           f"seed={cell.seed}"]))
+            changed = recorded_changes(cell.out, want)
+            if changed:
+                out.append((cell, describe_changes(changed)))
+    return out
 
 
 Runner = Callable[[list[str], Path, int], int]
@@ -240,6 +260,10 @@ def run_grid(grid: GridSpec, *, submit: bool = False, address: str = "http://127
                     raise RuntimeError(f"setup run failed (exit {code}); see {sdir / 'ablate.log'}")
         policy = "<final policy of the setup run>" if dry_run and not (sdir / RESULT).exists() else final_policy(sdir)
         start_overrides = [f"policy.name_or_path={policy}"]
+    stale = stale_cells(grid, cells, start_overrides)
+    if stale:
+        raise ConfigError("results of a different config in " + " | ".join(f"{c.out}: {why}" for c, why in stale)
+                          + "; delete those cell folders to rerun them, or give the grid a new output_dir")
     outcomes = []
     for i, cell in enumerate(cells, 1):
         if cell.result_path.exists():

@@ -2,7 +2,8 @@
 
 TRL/transformers write `checkpoint-N/` (model, optimizer, scheduler, RNG, trainer state). The
 callback here adds our own state (std-filter EMA, mode scheduler, RLPR debias cache) as
-`pipeline_state.json` and, last of all, a `COMPLETE` marker. `latest_complete` only ever
+`pipeline_state.json` (with the hash of the config that produced the checkpoint under
+`provenance`) and, last of all, a `COMPLETE` marker. `latest_complete` only ever
 returns a checkpoint with the marker, so a half-written checkpoint (a run killed mid-save) is
 never loaded.
 """
@@ -38,13 +39,15 @@ def load_pipeline_state(checkpoint: Path) -> dict[str, Any]:
 class PipelineStateCallback(TrainerCallback):
     """On every save: write our state into the new checkpoint, then mark it complete."""
 
-    def __init__(self, get_state: Callable[[], dict[str, Any]]):
+    def __init__(self, get_state: Callable[[], dict[str, Any]], provenance: dict[str, Any] | None = None):
         self.get_state = get_state
+        self.provenance = dict(provenance or {})
 
     def on_save(self, args, state, control, **kwargs):
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if ckpt.is_dir():
-            (ckpt / STATE_FILE).write_text(json.dumps(self.get_state(), default=_jsonable))
+            state_json = json.dumps({**self.get_state(), "provenance": self.provenance}, default=_jsonable)
+            (ckpt / STATE_FILE).write_text(state_json)
             (ckpt / MARKER).write_text(f"step {state.global_step}\n")
         return control
 

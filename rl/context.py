@@ -24,6 +24,14 @@ class RunContext:
     runner_evaluates: bool = False  # True under StageRunner: stages need not evaluate themselves
     engine_path: str | None = None  # the policy folder whose weights the engine holds (synced state)
 
+    @property
+    def config_hash(self) -> str:
+        """The hash of the resolved config (`rl.provenance`), recorded in markers and checkpoints."""
+        from rl.configlib import to_dict
+        from rl.provenance import config_hash
+
+        return config_hash(to_dict(self.cfg))
+
     @contextmanager
     def timed(self, name: str):
         """Time a named stage/phase; totals land in `timings` and the log."""

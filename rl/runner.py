@@ -2,7 +2,8 @@
 
 Per stage: (re)start the rollout pool on the current policy when the stage needs it, run the
 stage, evaluate the resulting policy on held-out data through the pool (greedy, both modes),
-and write a completion marker with the stage's metrics. Re-running with the same output folder
+and write a completion marker with the stage's metrics and the hash of the config that produced
+them (`rl.provenance`). Re-running with the same output folder
 skips completed stages (their metrics and policy are read back) and resumes an interrupted
 GRPO stage from its last complete checkpoint.
 """
@@ -19,6 +20,7 @@ from rl.config import TrainConfig
 from rl.configlib import from_dict
 from rl.context import RunContext
 from rl.evaluate import evaluate
+from rl.interrupt import check_stop
 
 POOL_STAGES = ("grpo", "rlaifv")  # stages that sample through the rollout pool
 
@@ -67,6 +69,7 @@ class StageRunner:
         t0 = time.perf_counter()
         ctx = self.ctx
         for stage in self.cfg.stages:
+            check_stop(ctx.out, f"before stage {stage}")
             marker = stage_marker(ctx.out, stage)
             if marker.exists():
                 done = json.loads(marker.read_text())
@@ -84,7 +87,8 @@ class StageRunner:
             ctx.metrics[stage] = metrics
             marker.parent.mkdir(parents=True, exist_ok=True)
             tmp = marker.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"metrics": metrics, "model_path": ctx.model_path}, default=float))
+            tmp.write_text(json.dumps({"metrics": metrics, "model_path": ctx.model_path,
+                                       "config_hash": ctx.config_hash}, default=float))
             tmp.replace(marker)  # atomic: a half-written marker is never read
             ctx.save_metrics()
         ctx.metrics["wall_seconds"] = ctx.metrics.get("wall_seconds", 0.0) + time.perf_counter() - t0

@@ -8,7 +8,7 @@ path (all before any actor starts), run the configured stages in order, write th
 from __future__ import annotations
 
 import argparse
-import json
+import signal
 import sys
 from pathlib import Path
 
@@ -18,17 +18,37 @@ from rl.context import RunContext
 from rl.runner import POOL_STAGES
 
 
-def preflight(cfg: TrainConfig) -> RunContext:
-    """Everything that can fail on bad input, done before any Ray actor or engine starts."""
+def preflight(cfg: TrainConfig, resume_with_changes: bool = False) -> RunContext:
+    """Everything that can fail on bad input, done before any Ray actor or engine starts: the run
+    folder's provenance first (a folder with results of another config is refused), then data and
+    model; the folder's record is written only when all passed."""
     from policies.loading import resolve_model_path
     from rl.data.loader import load_data
+    from rl.provenance import check_run_folder, record_invocation
 
     out = Path(cfg.output_dir)
+    resolved = to_dict(cfg)
+    check = check_run_folder(out, resolved, allow_changes=resume_with_changes)
+    if check.changed:
+        print(f"[provenance] resuming {out} with changed keys: {', '.join(check.changed)}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(cfg.data)
     model_path = resolve_model_path(cfg.policy, out)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    if "rlaifv" in cfg.stages:
+        check_rlaifv_models(cfg)
+    record_invocation(out, resolved, check)
     return RunContext(cfg=cfg, out=out, data=data, model_path=model_path)
+
+
+def check_rlaifv_models(cfg: TrainConfig) -> None:
+    """The RLAIF-V labeler and claim splitter, when they are models (`model:<path-or-name>`)."""
+    from policies.preflight import check_loadable
+    from rewards.rlaifv.config import parse_labeler_spec, parse_splitter_spec
+
+    for key, parse in (("labeler", parse_labeler_spec), ("splitter", parse_splitter_spec)):
+        kind, name = parse(getattr(cfg.rlaifv, key))
+        if kind == "model":
+            check_loadable(name, f"rlaifv.{key}", cfg.policy.trust_remote_code)
 
 
 def needs_ray(cfg: TrainConfig) -> bool:
@@ -45,6 +65,9 @@ def run(ctx: RunContext) -> dict:
         from rollouts.ray_utils import init_ray
 
         init_ray(cfg.ray.address or None, cfg.ray.num_cpus or None, quiet=False)
+        from rl.interrupt import install_handlers
+
+        install_handlers(ctx.out)
     if cfg.ray.trainer_in_actor:
         import ray
 
@@ -70,14 +93,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m rl.train", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML config (configs/demo.yaml, configs/smoke.yaml, ...)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. grpo.steps=10")
+    parser.add_argument("--resume-with-changes", action="store_true",
+                        help="continue an output folder whose recorded config differs only in keys that are safe "
+                             "on resume (rl.provenance.SAFE_ON_RESUME: stages, step counts, eval, ray)")
     args = parser.parse_args(argv)
     try:
         cfg = load_train_config(args.config, args.overrides)
-        ctx = preflight(cfg)
-    except (ConfigError, ValueError) as exc:  # DataError and PolicyError are ValueErrors
+        ctx = preflight(cfg, resume_with_changes=args.resume_with_changes)
+    except (ConfigError, ValueError) as exc:  # DataError, PolicyError, ProvenanceError are ValueErrors
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    run(ctx)
+    from rl.interrupt import RunInterrupted, clear_stop, install_handlers, stop_file
+
+    clear_stop(ctx.out)  # a stop request of an earlier run is not this run's
+    install_handlers(ctx.out)  # again after ray.init (in `run`), which may install its own
+    try:
+        run(ctx)
+    except RunInterrupted as exc:
+        reason = stop_file(ctx.out).read_text().split()[0] if stop_file(ctx.out).exists() else "SIGTERM"
+        message = str(getattr(exc, "cause", None) or exc).strip().splitlines()[-1]
+        print(f"interrupted: {message}", file=sys.stderr)
+        return 128 + getattr(signal.Signals, reason, signal.SIGTERM).value
     return 0
 
 

@@ -6,7 +6,10 @@
   checks that every actor confirms it.
 - Faults: an actor that dies mid-call is restarted by Ray (`max_restarts`), caught up to the
   current weights version, and its unfinished requests are retried; after `max_failures` deaths
-  in one call the pool raises `PoolError`. A request the engine cannot serve comes back with
+  in one call the pool raises `PoolError`. Results whose weights version is not the pool's (a
+  call Ray queued for the restarted actor, which came back on its initial weights) count the
+  same way: the actor is caught up and the chunk retried. An actor that dies during a weight push is restarted
+  and gets the whole push again before the push returns. A request the engine cannot serve comes back with
   `Rollout.error` set and does not fail the batch.
 """
 
@@ -43,6 +46,7 @@ class SyncStats:
 class PoolStats:
     actor_deaths: int = 0
     retried_chunks: int = 0
+    stale_chunks: int = 0  # results from an actor Ray had restarted on its initial weights
     syncs: list[SyncStats] = field(default_factory=list)
 
 
@@ -114,23 +118,32 @@ class RolloutPool:
             ref = done[0]
             a, idx = pending.pop(ref)
             try:
-                for i, res in zip(idx, ray.get(ref), strict=False):
-                    out[i] = res
+                results = ray.get(ref)
+                stale = sorted({r.version for r in results if getattr(r, "version", self.version) != self.version})
+                if not stale:
+                    for i, res in zip(idx, results, strict=False):
+                        out[i] = res
+                    continue
+                # A call sent while Ray was restarting the actor runs on its initial weights.
+                self.stats.stale_chunks += 1
+                error: Exception = PoolError(f"results at v{stale}, pool at v{self.version}")
             except RayActorError as exc:
-                failures += 1
                 self.stats.actor_deaths += 1
-                if failures > self.cfg.max_failures:
-                    raise PoolError(
-                        f"rollout actor {a} died {failures} times in one call (rollout.max_failures="
-                        f"{self.cfg.max_failures}); last error: {exc}"
-                    ) from exc
-                self._catch_up(a)
-                self.stats.retried_chunks += 1
-                pending[getattr(self.actors[a], method).remote([items[i] for i in idx])] = (a, idx)
+                error = exc
+            failures += 1
+            if failures > self.cfg.max_failures:
+                raise PoolError(
+                    f"rollout actor {a} failed {failures} times in one call (rollout.max_failures="
+                    f"{self.cfg.max_failures}); last error: {error}"
+                ) from error
+            self._catch_up(a)
+            self.stats.retried_chunks += 1
+            pending[getattr(self.actors[a], method).remote([items[i] for i in idx])] = (a, idx)
         return out
 
-    def _catch_up(self, a: int, timeout_s: float = 300.0) -> None:
-        """Wait for Ray to restart actor `a`, then reload the current weights version into it."""
+    def _catch_up(self, a: int, timeout_s: float = 300.0, version: int | None = None) -> None:
+        """Wait for Ray to restart actor `a`, then reload the current weights version (or
+        `version`, the one being pushed) into it."""
         import ray
         from ray.exceptions import RayActorError
 
@@ -143,15 +156,16 @@ class RolloutPool:
                 if time.monotonic() > deadline:
                     raise PoolError(f"rollout actor {a} did not come back after a restart: {exc}") from exc
                 time.sleep(1.0)
-        if health["version"] != self.version:
+        want = self.version if version is None else version
+        if health["version"] != want:
             if not isinstance(self.transport, RayTransport) or not self.transport.last_refs:
                 raise PoolError(
                     f"rollout actor {a} restarted at v{health['version']} and cannot be caught up to "
-                    f"v{self.version} (transport {self.cfg.sync.transport}); resume the run from its last checkpoint"
+                    f"v{want} (transport {self.cfg.sync.transport}); resume the run from its last checkpoint"
                 )
             got = ray.get(self.transport.catch_up_call(self.actors[a]), timeout=timeout_s)
-            if got != self.version:
-                raise PoolError(f"rollout actor {a} came back at v{got}, expected v{self.version}")
+            if got != want:
+                raise PoolError(f"rollout actor {a} came back at v{got}, expected v{want}")
 
     # ------------------------------------------------------------------ public API
     def generate(self, requests: list[RolloutRequest]) -> list[Rollout]:
@@ -166,7 +180,10 @@ class RolloutPool:
 
     def sync(self, payload: SyncPayload) -> SyncStats:
         t0 = time.perf_counter()
-        versions = self.transport.send(self.actors, payload)
+        if isinstance(self.transport, RayTransport):
+            versions = self._push_ray(payload)
+        else:
+            versions = self.transport.send(self.actors, payload)
         dt = time.perf_counter() - t0
         if any(v != payload.version for v in versions):
             raise PoolError(f"weight sync to v{payload.version} not confirmed: actors report {versions}")
@@ -174,6 +191,24 @@ class RolloutPool:
         stats = SyncStats(payload.version, dt, payload.num_bytes, len(payload.names), len(payload.skipped_frozen))
         self.stats.syncs.append(stats)
         return stats
+
+    def _push_ray(self, payload: SyncPayload) -> list[int]:
+        """Push through the object store; an actor that dies during the push is restarted by Ray
+        and receives the whole payload again (it holds every trainable parameter)."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        self.transport.stage(payload)
+        calls = [self.transport.catch_up_call(actor) for actor in self.actors]
+        versions = []
+        for a, call in enumerate(calls):
+            try:
+                versions.append(ray.get(call, timeout=self.transport.timeout_s))
+            except RayActorError:
+                self.stats.actor_deaths += 1
+                self._catch_up(a, version=payload.version)
+                versions.append(payload.version)
+        return versions
 
     def health(self) -> list[dict[str, Any]]:
         import ray

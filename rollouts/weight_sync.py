@@ -126,10 +126,16 @@ class RayTransport:
         self.timeout_s = timeout_s
         self.last_refs: list[Any] = []
 
-    def send(self, actors: list[Any], payload: SyncPayload) -> list[int]:
+    def stage(self, payload: SyncPayload) -> None:
+        """Put the payload's buckets into the object store (they stay there for catch-ups)."""
         import ray
 
         self.last_refs = [ray.put(b.to_wire()) for b in bucketize(payload, self.bucket_mb)]
+
+    def send(self, actors: list[Any], payload: SyncPayload) -> list[int]:
+        import ray
+
+        self.stage(payload)
         # An actor runs its calls in order, so its buckets apply in order; wait on each last one.
         return ray.get([self.catch_up_call(a) for a in actors], timeout=self.timeout_s)
 

@@ -147,6 +147,31 @@ def test_runner_skips_existing_results_runs_the_rest_and_records_failures(tmp_pa
     assert len(calls) == 2
 
 
+def test_a_cell_whose_result_came_from_another_config_is_refused_not_reused(tmp_path):
+    """An edited grid must not put the old config's numbers in the new table."""
+    from rl.config import load_train_config
+    from rl.configlib import ConfigError, to_dict
+    from rl.provenance import check_run_folder, record_invocation
+
+    grid = load_grid(_grid_file(tmp_path, GRID.replace("seeds: [0, 1]", "seeds: [0]")))
+    cell = expand(grid)[0]
+    _fake_setup(setup_dir(grid))
+    start = [f"policy.name_or_path={setup_dir(grid) / 'policy_warmup'}"]
+
+    def record(*extra: str) -> None:
+        cfg = to_dict(load_train_config(grid.config, [*cell.overrides, *start, *extra, f"output_dir={cell.out}",
+                                                      f"seed={cell.seed}"]))
+        record_invocation(cell.out, cfg, check_run_folder(cell.out, cfg))
+        _fake_result(cell.out, 0.5, [10])
+
+    record("grpo.steps=77")  # the result of a grid file that said 77 steps
+    with pytest.raises(ConfigError, match=rf"{cell.name}: grpo\.steps: 77 -> "):
+        run_grid(grid, runner=lambda cmd, log, t: 1)
+    record()  # the same config the grid gives the cell now: reused
+    outcomes = run_grid(grid, runner=lambda cmd, log, t: 1)
+    assert {o.cell.name: o.status for o in outcomes}[cell.name] == "skipped"
+
+
 def test_submit_refuses_a_base_config_outside_the_uploaded_folder(tmp_path):
     from rl.ablate import train_command
 

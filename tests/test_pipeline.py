@@ -113,6 +113,49 @@ def test_killed_run_resumes_from_last_complete_checkpoint(tmp_path):
     assert steps == sorted(set(steps)) and steps[-1] == 4  # no step logged twice
 
 
+@pytest.mark.slow
+@pytest.mark.ray
+@pytest.mark.vllm
+def test_sigterm_saves_a_complete_checkpoint_exits_nonzero_and_resumes(tmp_path):
+    """SIGTERM to `rl.train` (stages in the Ray actor, as by default) mid-GRPO, with periodic
+    saving off: the stop saves checkpoint-N, writes no stage marker, exits 143; the same command
+    resumes from it; a changed config on the finished folder is then refused with exit 2."""
+    import threading
+
+    args = [PY, "-m", "rl.train", "--config", SMOKE, f"output_dir={tmp_path}", "stages=[warmup,grpo]",
+            "grpo.steps=6", "grpo.save_steps=0"]
+    proc = subprocess.Popen(args, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 600
+    while not any("'clip_ratio" in ln for ln in lines) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # the first GRPO step has been logged (only GRPO logs clip ratios)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 143, err[-3000:]
+    assert "interrupted: GRPO stopped after step" in err
+    complete = sorted(tmp_path.glob("grpo/checkpoint-*/COMPLETE"))
+    assert len(complete) == 1 and not (tmp_path / "stages" / "grpo.json").exists()
+    stopped_at = int(complete[0].parent.name.rsplit("-", 1)[1])
+    assert 1 <= stopped_at < 6
+    state = json.loads((complete[0].parent / "pipeline_state.json").read_text())
+    record = json.loads((tmp_path / "provenance.json").read_text())
+    assert state["provenance"]["config_hash"] == record["config_hash"]
+    again = subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["grpo"]["steps"] == 6 and metrics["grpo"]["resumed_from"].endswith(f"checkpoint-{stopped_at}")
+    marker = json.loads((tmp_path / "stages" / "grpo.json").read_text())
+    assert marker["config_hash"] == record["config_hash"]
+    before = (tmp_path / "config.json").read_bytes()
+    changed = subprocess.run([*args, "policy.name_or_path=Qwen/Qwen2.5-VL-3B-Instruct"], cwd=ROOT, env=_env(),
+                             capture_output=True, text=True, timeout=120)
+    assert changed.returncode == 2 and "policy.name_or_path" in changed.stderr
+    assert "already complete" not in changed.stdout and (tmp_path / "config.json").read_bytes() == before
+
+
 @pytest.mark.parametrize(
     "override, message",
     [

@@ -39,6 +39,62 @@ def test_tiny_model_size_and_files(tiny_model_dir):
         assert (Path(tiny_model_dir) / name).exists(), name
 
 
+def _token_ids(node, path=""):
+    """Every `*_token_id(s)` in a config dict, with its dotted path."""
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from _token_ids(value, f"{path}{key}.")
+        elif key.endswith(("_token_id", "_token_ids")) and value is not None:
+            yield from ((f"{path}{key}", v) for v in (value if isinstance(value, list) else [value]))
+
+
+def test_tiny_config_token_ids_lie_inside_the_vocabulary(tiny_model_dir):
+    """The factory writes no out-of-range special-token id (on disk and as transformers loads it),
+    and loading it raises none of transformers' "within the vocabulary" warnings (escalated to
+    errors here); the one about transformers' own default Idefics3 config is filtered by
+    `policies.quirks`, and only that one."""
+    import logging
+
+    from transformers import AutoConfig
+
+    vocab = json.loads((Path(tiny_model_dir) / "config.json").read_text())["text_config"]["vocab_size"]
+    ids = dict(_token_ids(json.loads((Path(tiny_model_dir) / "config.json").read_text())))
+    assert ids and all(0 <= v < vocab for v in ids.values()), ids
+
+    class Escalate(logging.Handler):
+        def emit(self, record):
+            if "within the vocabulary" in record.getMessage():
+                raise AssertionError(record.getMessage())
+
+    logger = logging.getLogger("transformers.configuration_utils")
+    handler = Escalate()
+    logger.addHandler(handler)
+    try:
+        config = AutoConfig.from_pretrained(tiny_model_dir)
+        repr(config)  # transformers' repr builds the class default, whose warning is filtered
+        for sub in (config, config.text_config):
+            sub.validate_token_ids()
+        bad = AutoConfig.from_pretrained(tiny_model_dir, pad_token_id=vocab + 5)
+        with pytest.raises(AssertionError, match=f"got {vocab + 5}"):
+            bad.text_config.pad_token_id = vocab + 5
+            bad.validate_token_ids()  # a real out-of-range id still warns
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_loading_the_tiny_model_prints_no_token_id_warning(tiny_model_dir):
+    """The issue's reproduction: a fresh process that loads the tiny model through `policies`."""
+    import subprocess
+    import sys
+
+    code = ("from policies.loading import PolicyConfig, load_model; "
+            f"load_model({tiny_model_dir!r}, PolicyConfig())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "within the vocabulary" not in proc.stderr + proc.stdout
+
+
 def test_tiny_model_is_deterministic(tmp_path):
     from policies.tiny import build_tiny_model
 

@@ -121,3 +121,67 @@ def test_actor_killed_mid_batch_is_restarted_and_caught_up(rollout_pool, trainer
     health = rollout_pool.health()[0]
     assert health["pid"] != pid and health["version"] == rollout_pool.version
     assert rollout_pool.stats.actor_deaths >= 1
+
+
+def test_actor_killed_during_a_weight_push_is_restarted_and_gets_the_push(rollout_pool, trainer, monkeypatch):
+    """The issue's mid-sync fault: the actor dies after the buckets are staged and before it has
+    confirmed them; the push still returns with every actor on the new weights."""
+    model, processor = trainer
+    req = _score_request(processor)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.05)
+    pid = rollout_pool.health()[0]["pid"]
+    transport = rollout_pool.transport
+    staged = transport.stage
+
+    def stage_then_kill(payload):
+        staged(payload)
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+
+    monkeypatch.setattr(transport, "stage", stage_then_kill)
+    stats = rollout_pool.sync_from_model(model)
+    monkeypatch.undo()
+    health = rollout_pool.health()[0]
+    assert health["pid"] != pid and health["version"] == stats.version == rollout_pool.version
+    after = rollout_pool.score([req])[0].logprobs
+    ref = HFScorer(model, processor).score([req])[0].logprobs
+    assert max(abs(a - b) for a, b in zip(after, ref, strict=True)) <= 1e-4  # the pushed weights, not the initial ones
+
+
+def test_actor_killed_before_an_rlaifv_labelling_batch_gives_the_same_labels(rollout_pool, tiny_model_dir,
+                                                                             shapes_small, monkeypatch):
+    """The labelling batch of an RLAIF-V round (the policy as its own labeler, through the pool)
+    with the actor killed as the batch is sent: Ray restarts it on its initial weights, the pool
+    sees the stale version or the death, catches it up and retries, and every label (hence every
+    pair built from them) equals the fault-free run's."""
+    from policies.loading import load_processor
+    from rewards.rlaifv.claims import ShapesClaimSplitter
+    from rewards.rlaifv.labeler import LabelItem, ProbabilityLabeler
+
+    processor = load_processor(tiny_model_dir)
+    rows = [r for r in shapes_small["train"] if r["task"] == "description"][:6]
+    splitter = ShapesClaimSplitter()
+    items = [LabelItem(c, [r["image"]], r["scene"]) for r in rows for c in splitter.split(r["answer"], r["id"], 0)]
+    assert len(items) >= 6
+    labeler = ProbabilityLabeler.from_processor(rollout_pool, processor, source="self")
+    clean = labeler.label(items)
+    pid = rollout_pool.health()[0]["pid"]
+    score = rollout_pool.score
+    deaths, stale = rollout_pool.stats.actor_deaths, rollout_pool.stats.stale_chunks
+
+    def kill_then_score(requests):
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.5)
+        return score(requests)
+
+    monkeypatch.setattr(rollout_pool, "score", kill_then_score)
+    faulty = labeler.label(items)
+    monkeypatch.undo()
+    assert rollout_pool.health()[0]["pid"] != pid
+    assert rollout_pool.stats.actor_deaths + rollout_pool.stats.stale_chunks > deaths + stale
+    assert [lab.accepted for lab in faulty] == [lab.accepted for lab in clean]
+    assert max(abs(a.p_yes - b.p_yes) + abs(a.p_no - b.p_no) for a, b in zip(faulty, clean, strict=True)) <= 1e-5

@@ -183,6 +183,7 @@ def make_trainer(setup: GRPOSetup, args: Any, engine: Any, callbacks: list[Any] 
 
 def run(ctx: RunContext) -> dict[str, Any]:
     from rl.checkpoints import PipelineStateCallback, latest_complete, load_pipeline_state
+    from rl.interrupt import StopOnRequest
 
     cfg, gcfg = ctx.cfg, ctx.cfg.grpo
     setup = prepare(ctx)
@@ -197,9 +198,12 @@ def run(ctx: RunContext) -> dict[str, Any]:
     elif cfg.rewards.rlpr.precompute and suite.rlpr_rewards():
         with ctx.timed("grpo/rlpr_precompute"):
             precompute_debias(suite, train, processor)
-    trainer = make_trainer(setup, args, ctx.engine, [PipelineStateCallback(sampler.state_dict)])
+    stop = StopOnRequest(ctx.out, save=True)  # a stop saves a complete checkpoint to resume from
+    state = PipelineStateCallback(sampler.state_dict, {"config_hash": ctx.config_hash})
+    trainer = make_trainer(setup, args, ctx.engine, [state, stop])
     with ctx.timed("grpo/train"):
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    stop.raise_if_stopped("GRPO")
     ctx.engine.sync_from_model(model)  # the last optimizer step, for evaluation and later stages
     final = ctx.out / "policy_grpo"
     model.save_pretrained(final)

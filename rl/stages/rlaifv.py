@@ -244,13 +244,19 @@ def dpo_update(ctx: RunContext, model: Any, processor: Any, dataset: Any, rnd: i
         seed=ctx.cfg.seed + rnd, dataloader_num_workers=0, max_length=None,
     )  # fmt: skip
     kwargs.update(dcfg.dpo_kwargs())
-    trainer = DPOTrainer(model=model, args=DPOConfig(**kwargs), train_dataset=dataset, processing_class=processor)
+    from rl.interrupt import StopOnRequest
+
+    stop = StopOnRequest(ctx.out, save=False)  # the RLAIF-V stage restarts on resume
+    trainer = DPOTrainer(model=model, args=DPOConfig(**kwargs), train_dataset=dataset, processing_class=processor,
+                         callbacks=[stop])
     trainer.train()
+    stop.raise_if_stopped(f"RLAIF-V round {rnd} DPO")
     return {"steps": trainer.state.global_step, "log": trainer.state.log_history}
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
     from policies.loading import freeze_vision, load_model, load_processor
+    from rl.interrupt import check_stop
 
     cfg = ctx.cfg.rlaifv
     start_path = ctx.model_path  # the reference of best-of-N: the policy the stage started from
@@ -266,6 +272,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     rounds, total_steps = [], 0
     labeler_scorer = labeler_engine(ctx, processor)
     for rnd in range(cfg.rounds):
+        check_stop(ctx.out, f"before RLAIF-V round {rnd}")
         idx = rng.sample(range(len(train)), min(cfg.prompts_per_round, len(train)))
         rows = [train[i] for i in idx]
         with ctx.timed(f"rlaifv/round_{rnd}/pairs"):

@@ -160,11 +160,15 @@ def train(ctx: Any, cfg: WarmupConfig, model: Any, processor: Any, dataset: Any)
     args = sft_args(cfg, Path(ctx.out), getattr(ctx.cfg, "seed", 0), on_cpu)
     if cfg.group_by_length:
         dataset = add_lengths(processor, dataset, LENGTH_COLUMN)
+    from rl.interrupt import StopOnRequest
+
+    stop = StopOnRequest(ctx.out, save=False)  # the warm-up restarts on resume
     trainer = WarmupSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
-                               vision_lr_scale=cfg.vision_lr_scale)
+                               vision_lr_scale=cfg.vision_lr_scale, callbacks=[stop])
     point_tensorboard(trainer, Path(ctx.out) / "tb" / "warmup")
     t0 = time.perf_counter()
     result = trainer.train()
+    stop.raise_if_stopped("warm-up")
     seconds = time.perf_counter() - t0
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {
