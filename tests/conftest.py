@@ -73,6 +73,7 @@ def rollout_pool(ray_cluster, tiny_model_dir):
     from rollouts.config import RolloutConfig
     from rollouts.pool import RolloutPool
 
-    pool = RolloutPool(tiny_model_dir, RolloutConfig(num_actors=1, max_tokens={"deep": 48, "fast": 12}))
+    # Three fault tests each kill the actor once: allow more restarts than the default 2.
+    pool = RolloutPool(tiny_model_dir, RolloutConfig(num_actors=1, max_tokens={"deep": 48, "fast": 12}, max_restarts=6))
     yield pool
     pool.shutdown()
