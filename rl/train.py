@@ -23,6 +23,7 @@ def preflight(cfg: TrainConfig, resume_with_changes: bool = False) -> RunContext
     folder's provenance first (a folder with results of another config is refused), then data and
     model; the folder's record is written only when all passed."""
     from policies.loading import resolve_model_path
+    from policies.preflight import check_loadable
     from rl.data.loader import load_data
     from rl.provenance import check_run_folder, record_invocation
 
@@ -31,6 +32,8 @@ def preflight(cfg: TrainConfig, resume_with_changes: bool = False) -> RunContext
     check = check_run_folder(out, resolved, allow_changes=resume_with_changes)
     if check.changed:
         print(f"[provenance] resuming {out} with changed keys: {', '.join(check.changed)}", flush=True)
+    if cfg.policy.name_or_path:  # a named model fails here in a second, before the data is built
+        check_loadable(cfg.policy.name_or_path, "policy.name_or_path", cfg.policy.trust_remote_code)
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(cfg.data)
     model_path = resolve_model_path(cfg.policy, out)
