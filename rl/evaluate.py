@@ -48,6 +48,22 @@ def _chair(rows: list[dict[str, Any]], texts: list[str]) -> dict[str, float]:
     return chair_metrics([extract_answer(t) for t in texts], [list(r["objects"]) for r in rows])
 
 
+def majority_baseline(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per qtype (task for rows without one) of the rule-scored rows: the most common gold answer,
+    its share and the count. The share is the accuracy of a policy that gives that one answer to
+    every question of the type without looking at the image: a prior, which a per-qtype gain must
+    beat to be about the image or the reasoning."""
+    golds: dict[str, list[str]] = defaultdict(list)
+    for r in rows:
+        if r["task"] != "description":
+            golds[r.get("qtype") or r["task"]].append(str(r["answer"]).strip().lower())
+    out = {}
+    for qtype, answers in sorted(golds.items()):
+        top = max(sorted(set(answers)), key=answers.count)
+        out[qtype] = {"answer": top, "share": answers.count(top) / len(answers), "n": len(answers)}
+    return out
+
+
 def evaluate(engine: Any, dataset: Any, cfg: EvalConfig) -> dict[str, Any]:
     """Greedy answers for held-out rows in each mode; returns nested metrics."""
     n = len(dataset) if cfg.max_examples <= 0 else min(cfg.max_examples, len(dataset))
@@ -58,7 +74,8 @@ def evaluate(engine: Any, dataset: Any, cfg: EvalConfig) -> dict[str, Any]:
                            # question id -> [task, qtype] of every scored row: the pairing key of
                            # the report's bootstrap intervals (rl.stats)
                            "questions": {str(r["id"]): [r["task"], r.get("qtype") or ""] for r in rows
-                                         if r["task"] != "description"}}
+                                         if r["task"] != "description"},
+                           "majority_by_qtype": majority_baseline(rows)}
     for mode in modes:
         rollouts = []
         for start in range(0, n, cfg.batch_size):

@@ -172,6 +172,25 @@ def _delta_lines(deltas: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _qtype_lines(metrics: dict[str, Any]) -> list[str]:
+    """Accuracy per qtype and stage (deep / fast) next to the majority-answer prior."""
+    stages = [s for s in STAGE_ORDER if isinstance(metrics.get(s), dict) and "eval" in metrics[s]]
+    prior = next((metrics[s]["eval"].get("majority_by_qtype") for s in stages
+                  if metrics[s]["eval"].get("majority_by_qtype")), None)
+    if not prior:
+        return []
+    lines = ["", "Per question type, deep / fast, against always giving the most common held-out answer:", "",
+             "| qtype | n | most common answer (share) | " + " | ".join(stages) + " |",
+             "|---|---|---|" + "---|" * len(stages)]
+    for qtype, p in prior.items():
+        cells = []
+        for s in stages:
+            by = metrics[s]["eval"].get("accuracy_by_qtype", {})
+            cells.append(" / ".join(f"{by[m][qtype]:.2f}" if qtype in by.get(m, {}) else "–" for m in MODES))
+        lines.append(f"| {qtype} | {p['n']} | {p['answer']} ({p['share']:.2f}) | " + " | ".join(cells) + " |")
+    return lines
+
+
 def summary_md(metrics: dict[str, Any], plots: list[Path]) -> str:
     lines = ["# Run summary", "", "| stage | acc deep | acc fast | acc mean | tokens deep | tokens fast | steps |", "|---|---|---|---|---|---|---|"]
     for stage in ("warmup", "grpo", "rlaifv"):
@@ -184,6 +203,7 @@ def summary_md(metrics: dict[str, Any], plots: list[Path]) -> str:
             f"{tok.get('deep', 0):.1f} | {tok.get('fast', 0):.1f} | {m.get('steps', 0)} |"
         )
     lines += _delta_lines(metrics.get("heldout_deltas") or {})
+    lines += _qtype_lines(metrics)
     rl = metrics.get("rlaifv") or {}
     if "chair_i" in rl:
         cover = rl.get("cover", {})

@@ -36,3 +36,15 @@ def test_evaluate_scores_each_mode_with_exact_match_and_f1():
     assert out["freeform_f1"]["deep"] == 1.0
     assert 0.0 < out["freeform_f1"]["fast"] < 1.0
     assert out["accuracy"]["mean"] == 0.5
+    assert out["majority_by_qtype"] == {"freeform": {"answer": "to the left of the red circle", "share": 1.0, "n": 1},
+                                        "yesno": {"answer": "yes", "share": 1.0, "n": 1}}
+
+
+def test_majority_baseline_is_the_share_of_the_most_common_gold_answer():
+    from rl.evaluate import majority_baseline
+
+    rows = [{"task": "short", "qtype": "count", "answer": a} for a in ("1", "1", "2", "3", "1 ")]
+    rows += [{"task": "short", "qtype": "more", "answer": a} for a in ("yes", "No", "no")]
+    rows += [{"task": "description", "qtype": "describe", "answer": "a red circle"}]
+    assert majority_baseline(rows) == {"count": {"answer": "1", "share": 0.6, "n": 5},
+                                       "more": {"answer": "no", "share": 2 / 3, "n": 3}}

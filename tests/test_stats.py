@@ -72,3 +72,13 @@ def test_report_deltas_between_stages_and_mode_gap():
     assert out["mode_gap"]["warmup"]["all"]["delta"] == 0
     md = summary_md({**metrics, "heldout_deltas": out}, [])
     assert "warmup → grpo" in md and "(no effect)" in md and "compose" in md
+
+
+def test_summary_lists_each_qtype_against_the_majority_answer_prior():
+    prior = {"count": {"answer": "1", "share": 0.41, "n": 34}}
+    metrics = {"warmup": {"eval": {"majority_by_qtype": prior, "accuracy_by_qtype": {"deep": {"count": 0.15}, "fast": {"count": 0.18}}}},
+               "grpo": {"eval": {"majority_by_qtype": prior, "accuracy_by_qtype": {"deep": {"count": 0.41}, "fast": {"count": 0.41}}}}}
+    md = summary_md(metrics, [])
+    assert "| qtype | n | most common answer (share) | warmup | grpo |" in md
+    assert "| count | 34 | 1 (0.41) | 0.15 / 0.18 | 0.41 / 0.41 |" in md
+    assert "most common answer" not in summary_md({"grpo": {"eval": {}}}, [])  # older runs: no table
