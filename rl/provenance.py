@@ -91,7 +91,7 @@ def is_safe(key: str) -> bool:
 def has_results(out: Path) -> bool:
     """Whether the folder holds anything a run would reuse: a stage marker, a complete
     checkpoint, or RLAIF-V round output."""
-    return (any((out / "stages").glob("*.json")) or any(out.rglob("checkpoint-*/COMPLETE"))
+    return (any((out / "stages").glob("*.json")) or any(out.glob("*/checkpoint-*/COMPLETE"))
             or any(out.glob("rlaifv/round_*/pairs.parquet")))
 
 
@@ -110,7 +110,7 @@ def check_results_intact(out: Path) -> None:
         if not (model_path / "config.json").exists():
             raise ProvenanceError(f"{marker}: its policy {model_path} is missing or incomplete (no config.json); "
                                   "delete the marker to rerun that stage, or use a new output_dir")
-    for complete in sorted(out.rglob("checkpoint-*/COMPLETE")):
+    for complete in sorted(out.glob("*/checkpoint-*/COMPLETE")):
         state = complete.parent / "pipeline_state.json"
         if state.exists():
             try:
@@ -148,26 +148,14 @@ def check_run_folder(out: str | Path, cfg: dict[str, Any], allow_changes: bool =
     differing key; with `allow_changes` only keys in `SAFE_ON_RESUME` may differ."""
     out = Path(out)
     digest = config_hash(cfg)
-    recorded_path = out / CONFIG_FILE
-    if not recorded_path.exists() or not has_results(out):
+    if not (out / CONFIG_FILE).exists() or not has_results(out):
         return FolderCheck(digest, fresh=True)
     check_results_intact(out)
     try:
-        recorded = json.loads(recorded_path.read_text())
+        changed = recorded_changes(out, cfg)
     except (OSError, json.JSONDecodeError) as exc:
-        raise ProvenanceError(f"{recorded_path}: unreadable ({exc}); the folder's results cannot be traced "
+        raise ProvenanceError(f"{out / CONFIG_FILE}: unreadable ({exc}); the folder's results cannot be traced "
                               "to a config. Use a new output_dir.") from None
-    changed = diff_configs(_normalise(recorded), cfg)
-    return _decide(out, recorded_path, digest, changed, allow_changes)
-
-
-def recorded_changes(out: str | Path, cfg: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """Keys in which `cfg` differs from the config of the folder's latest invocation."""
-    return diff_configs(_normalise(latest_config(out)), cfg)
-
-
-def _decide(out: Path, recorded_path: Path, digest: str, changed: dict[str, tuple[Any, Any]],
-            allow_changes: bool) -> FolderCheck:
     if not changed:
         return FolderCheck(digest, fresh=False)
     listing = describe_changes(changed)
@@ -181,8 +169,14 @@ def _decide(out: Path, recorded_path: Path, digest: str, changed: dict[str, tupl
             "Use a new output_dir for this config.")
     hint = (" or pass --resume-with-changes (allowed for these keys)" if not unsafe else "")
     raise ProvenanceError(
-        f"{out} holds results produced with a different config ({recorded_path}); differing keys: {listing}. "
+        f"{out} holds results produced with a different config; differing keys: {listing}. "
         f"Use a new output_dir{hint}.")
+
+
+def recorded_changes(out: str | Path, cfg: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Keys in which `cfg` differs from the config of the folder's latest invocation (the one that
+    produced its newest results; after `--resume-with-changes` that is no longer `config.json`)."""
+    return diff_configs(_normalise(latest_config(out)), cfg)
 
 
 def latest_config(out: str | Path) -> dict[str, Any]:

@@ -23,7 +23,6 @@ def preflight(cfg: TrainConfig, resume_with_changes: bool = False) -> RunContext
     folder's provenance first (a folder with results of another config is refused), then data and
     model; the folder's record is written only when all passed."""
     from policies.loading import resolve_model_path
-    from policies.preflight import check_loadable
     from rl.data.loader import load_data
     from rl.provenance import check_run_folder, record_invocation
 
@@ -32,11 +31,12 @@ def preflight(cfg: TrainConfig, resume_with_changes: bool = False) -> RunContext
     check = check_run_folder(out, resolved, allow_changes=resume_with_changes)
     if check.changed:
         print(f"[provenance] resuming {out} with changed keys: {', '.join(check.changed)}", flush=True)
-    if cfg.policy.name_or_path:  # a named model fails here in a second, before the data is built
-        check_loadable(cfg.policy.name_or_path, "policy.name_or_path", cfg.policy.trust_remote_code)
+    # A named model is checked (policies.preflight) before the folder and the data are made, so it
+    # fails in a second; the embedded tiny model is built only once the data has passed.
+    model_path = resolve_model_path(cfg.policy, out) if cfg.policy.name_or_path else None
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(cfg.data)
-    model_path = resolve_model_path(cfg.policy, out)
+    model_path = model_path or resolve_model_path(cfg.policy, out)
     if "rlaifv" in cfg.stages:
         check_rlaifv_models(cfg)
     record_invocation(out, resolved, check)
@@ -60,6 +60,7 @@ def needs_ray(cfg: TrainConfig) -> bool:
 
 def run(ctx: RunContext) -> dict:
     """Run the stages (in a Ray actor unless `ray.trainer_in_actor: false`), then write the report."""
+    from rl.interrupt import install_handlers
     from rl.report import write_report
     from rl.runner import StageRunner
 
@@ -68,9 +69,7 @@ def run(ctx: RunContext) -> dict:
         from rollouts.ray_utils import init_ray
 
         init_ray(cfg.ray.address or None, cfg.ray.num_cpus or None, quiet=False)
-        from rl.interrupt import install_handlers
-
-        install_handlers(ctx.out)
+    install_handlers(ctx.out)  # after ray.init, which may install its own
     if cfg.ray.trainer_in_actor:
         import ray
 
@@ -106,10 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as exc:  # DataError, PolicyError, ProvenanceError are ValueErrors
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from rl.interrupt import RunInterrupted, clear_stop, install_handlers, stop_file
+    from rl.interrupt import RunInterrupted, clear_stop, stop_file
 
     clear_stop(ctx.out)  # a stop request of an earlier run is not this run's
-    install_handlers(ctx.out)  # again after ray.init (in `run`), which may install its own
     try:
         run(ctx)
     except RunInterrupted as exc:

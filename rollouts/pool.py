@@ -8,9 +8,9 @@
   current weights version, and its unfinished requests are retried; after `max_failures` deaths
   in one call the pool raises `PoolError`. Results whose weights version is not the pool's (a
   call Ray queued for the restarted actor, which came back on its initial weights) count the
-  same way: the actor is caught up and the chunk retried. An actor that dies during a weight push is restarted
-  and gets the whole push again before the push returns. A request the engine cannot serve comes back with
-  `Rollout.error` set and does not fail the batch.
+  same way: the actor is caught up and the chunk retried. An actor that dies during a weight
+  push is restarted and gets the whole push again before the push returns. A request the engine
+  cannot serve comes back with `Rollout.error` set and does not fail the batch.
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class RolloutPool:
             a, idx = pending.pop(ref)
             try:
                 results = ray.get(ref)
-                stale = sorted({r.version for r in results if getattr(r, "version", self.version) != self.version})
+                stale = sorted({r.version for r in results if r.version != self.version})
                 if not stale:
                     for i, res in zip(idx, results, strict=False):
                         out[i] = res

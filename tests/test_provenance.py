@@ -91,6 +91,7 @@ def test_safe_changes_need_the_flag_and_keep_the_first_config(tmp_path):
     assert record["invocations"][1]["changed"]["grpo.steps"] == [2, 5]
     assert {p.stem for p in (tmp_path / "configs").glob("*.json")} == {config_hash(first), config_hash(longer)}
     assert latest_config(tmp_path) == longer
+    assert not check_run_folder(tmp_path, longer).changed  # the same command again needs no flag
 
 
 def test_same_config_resumes_and_a_folder_without_results_takes_the_new_config(tmp_path):
