@@ -12,21 +12,15 @@ from typing import Any
 from rollouts.types import ScoreRequest, ScoreResult
 
 
-def image_inputs(processor: Any, images: list[Any]) -> dict[str, Any]:
-    """Pixel tensors for `images` as the processor makes them for one prompt (no text ids)."""
-    if not images:
-        return {}
-    placeholder = getattr(processor, "image_token", None) or "<image>"
-    batch = processor(text=[placeholder * len(images)], images=[list(images)], return_tensors="pt")
-    return {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
-
-
-def sequence_logprobs(model: Any, processor: Any, token_ids: list[int], images: list[Any], temperature: float = 1.0):
+def sequence_logprobs(model: Any, processor: Any, token_ids: list[int], images: list[Any], temperature: float = 1.0,
+                      videos: list[Any] = ()):
     """Log-prob of every token of `token_ids` given its prefix (position 0 gets none): [L-1]."""
     import torch
 
+    from policies.media import forward_media
+
     ids = torch.tensor([token_ids], dtype=torch.long, device=model.device)
-    extra = {k: v.to(model.device) for k, v in image_inputs(processor, images).items()}
+    extra = forward_media(processor, [list(images)], [list(videos)], ids)
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), **extra).logits[0, :-1].float()
     logp = torch.log_softmax(logits / temperature, dim=-1)
@@ -45,7 +39,8 @@ class HFScorer:
         results = []
         for req in requests:
             try:
-                lp = sequence_logprobs(self.model, self.processor, req.token_ids, req.images, req.temperature)
+                lp = sequence_logprobs(self.model, self.processor, req.token_ids, req.images, req.temperature,
+                                       req.videos)
                 results.append(ScoreResult(lp[req.target_start - 1 :].tolist(), self.version))
             except Exception as exc:  # one bad request must not sink the batch
                 results.append(ScoreResult([], self.version, error=f"{type(exc).__name__}: {exc}"))

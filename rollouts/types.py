@@ -14,6 +14,28 @@ MODES: tuple[Mode, Mode] = ("deep", "fast")
 
 
 @dataclass
+class Video:
+    """A clip as decoded frames: what processors and vLLM take (with `metadata()`) and what crosses
+    Ray boundaries. Frames are sampled already: every frame here is one the model sees."""
+
+    frames: list[Any]  # [T] PIL RGB images, all of one size
+    fps: float  # frames per second of `frames` (of the sampled clip, not of the source file)
+
+    def array(self) -> Any:
+        """The frames as one uint8 array [T, H, W, 3]."""
+        import numpy as np
+
+        return np.stack([np.asarray(f.convert("RGB")) for f in self.frames])
+
+    def metadata(self) -> dict[str, Any]:
+        """transformers' / vLLM's video metadata: the frames are the whole clip, in order."""
+        width, height = self.frames[0].size
+        n = len(self.frames)
+        return {"total_num_frames": n, "fps": float(self.fps), "width": width, "height": height,
+                "duration": n / float(self.fps), "frames_indices": list(range(n)), "video_backend": "opencv"}
+
+
+@dataclass
 class SamplingSettings:
     """Decoding settings of one request; `max_tokens=None` takes the per-mode cap of the pool."""
 
@@ -36,6 +58,7 @@ class RolloutRequest:
     mode: Mode = "deep"
     n: int = 1
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    videos: list[Video] = field(default_factory=list)  # in the order of the video blocks
 
 
 @dataclass
@@ -80,6 +103,7 @@ class ScoreRequest:
     target_start: int  # first scored position (0 < target_start <= L)
     temperature: float = 1.0
     request_id: str = ""
+    videos: list[Video] = field(default_factory=list)
 
 
 @dataclass

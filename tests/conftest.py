@@ -28,6 +28,23 @@ def tiny_model_dir(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def family_model_dir(tmp_path_factory):
+    """`family_model_dir(name)`: the tiny model of a family (`policies.tiny.FAMILIES`), built once
+    per session on first use."""
+    from policies.tiny import build_tiny_model
+
+    built: dict[str, str] = {}
+
+    def get(family: str) -> str:
+        if family not in built:
+            out = tmp_path_factory.mktemp(f"tiny_{family}") / "model"
+            built[family] = str(build_tiny_model(out, seed=0, size="tiny", family=family))
+        return built[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def shapes_small():
     """A small Shapes DatasetDict shared by tests that only read it."""
     from rl.data.shapes import make_shapes

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from policies.loading import PolicyConfig, load_policy
-from policies.scoring import HFScorer, image_inputs
+from policies.media import forward_media
+from policies.scoring import HFScorer
 from rewards.rlaifv.claims import ShapesClaimSplitter
 from rewards.rlaifv.labeler import ANSWER_SUFFIX, LabelItem, ProbabilityLabeler
 from rl.data.shapes import describe, random_scene, render
@@ -37,9 +38,10 @@ def test_labels_match_first_token_distribution(policy):
         ids = labeler.encode_prompt(
             [{"role": "user", "content": claim.question + ANSWER_SUFFIX}], [image], "fast"
         )
-        extra = image_inputs(processor, [image])
+        ids_t = torch.tensor([ids])
+        extra = forward_media(processor, [[image]], [[]], ids_t)
         with torch.no_grad():
-            logits = model(input_ids=torch.tensor([ids]), **extra).logits[0, -1].float()
+            logits = model(input_ids=ids_t, **extra).logits[0, -1].float()
         probs = torch.softmax(logits, dim=-1)
         p_yes = float(probs[first["yes"][0]] + probs[first["Yes"][0]])
         p_no = float(probs[first["no"][0]] + probs[first["No"][0]])
