@@ -22,19 +22,20 @@ class HFEngine:
         self.max_tokens = max_tokens or {"deep": 64, "fast": 16}
         self.version = version
         self._scorer = HFScorer(model, processor, version)
-        from policies.tokens import ImageTokenLayout
+        from policies.families import supports_video
+        from policies.tokens import banned_media_tokens
 
-        self.banned = [[t] for t in ImageTokenLayout.from_processor(processor).banned_in_completions]
+        self.banned = [[t] for t in banned_media_tokens(processor, supports_video(processor))]
 
     def _batch(self, requests: list[RolloutRequest]) -> tuple[list[str], Any]:
-        texts = [render_prompt(self.processor, r.messages, r.mode, len(r.images)) for r in requests]
-        images = [list(r.images) for r in requests]
+        from policies.media import processor_inputs
+
+        texts = [render_prompt(self.processor, r.messages, r.mode, len(r.images), len(r.videos)) for r in requests]
+        media = processor_inputs([list(r.images) for r in requests], [list(r.videos) for r in requests])
         tok = self.processor.tokenizer
         side, tok.padding_side = tok.padding_side, "left"
         try:
-            batch = self.processor(
-                text=texts, images=images if any(images) else None, return_tensors="pt", padding=True
-            )
+            batch = self.processor(text=texts, return_tensors="pt", padding=True, **media)
         finally:
             tok.padding_side = side
         return texts, batch.to(self.model.device)

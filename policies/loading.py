@@ -1,8 +1,9 @@
 """Load any Hugging Face VLM + processor by name or path (+ optional LoRA), one code path for all.
 
-The embedded default (empty `policy.name_or_path`) builds the tiny Idefics3 model into the run's
-folder first. Real models (SmolVLM, Qwen2.5-VL, MiniCPM-V with `trust_remote_code: true`) load
-through the same functions. The vision tower is frozen by default: it is never trained and so
+The embedded default (empty `policy.name_or_path`) builds the tiny model of `policy.family`
+(Idefics3 unless set: `qwen2_5_vl`, `qwen3_vl`, `minicpmv4_6`) into the run's folder first. Real
+checkpoints of those families (and SmolVLM, MiniCPM-V with `trust_remote_code: true`) load through
+the same functions; `policies.families` pins what differs per family. The vision tower is frozen by default: it is never trained and so
 never synced to the rollout actors.
 """
 
@@ -49,6 +50,8 @@ class PolicyConfig:
     """Which model to train and how to load it."""
 
     name_or_path: str = ""  # empty: build the embedded tiny model into <output_dir>/model_init
+    # Family of the embedded tiny model (`policies.tiny.FAMILIES`); ignored when name_or_path is set.
+    family: str = "idefics3"
     tiny_size: Literal["tiny", "small"] = "tiny"
     tiny_seed: int = 0
     dtype: str = "float32"
@@ -60,6 +63,10 @@ class PolicyConfig:
     def validate(self) -> None:
         if self.dtype not in DTYPES:
             raise FieldError("dtype", f"must be one of {list(DTYPES)}")
+        from policies.tiny import FAMILIES
+
+        if self.family not in FAMILIES:
+            raise FieldError("family", f"unknown family {self.family!r}; tiny models exist for {', '.join(FAMILIES)}")
 
 
 def is_vision_param(name: str) -> bool:
@@ -75,9 +82,11 @@ def resolve_model_path(cfg: PolicyConfig, workdir: str | Path) -> str:
     if not cfg.name_or_path:
         from policies.tiny import build_tiny_model
 
-        target = Path(workdir) / f"model_init_{cfg.tiny_size}_s{cfg.tiny_seed}"
+        # The Idefics3 folder keeps its historical name, so earlier run folders resume.
+        family = "" if cfg.family == "idefics3" else f"{cfg.family}_"
+        target = Path(workdir) / f"model_init_{family}{cfg.tiny_size}_s{cfg.tiny_seed}"
         if not (target / "tiny_spec.json").exists():
-            build_tiny_model(target, seed=cfg.tiny_seed, size=cfg.tiny_size)
+            build_tiny_model(target, seed=cfg.tiny_seed, size=cfg.tiny_size, family=cfg.family)
         return str(target)
     from policies.preflight import check_loadable
 
@@ -92,9 +101,12 @@ def _torch_dtype(name: str):
 
 
 def load_processor(path: str, trust_remote_code: bool = False):
+    """The checkpoint's processor, with the family's pinned options (`policies.families`)."""
     from transformers import AutoProcessor
 
-    return AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+    from policies.families import processor_kwargs
+
+    return AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code, **processor_kwargs(path))
 
 
 def load_model(path: str, cfg: PolicyConfig):

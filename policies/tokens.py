@@ -1,11 +1,15 @@
-"""Image-token layout of a processor: expand/collapse image placeholders in token-id sequences.
+"""Media placeholders in token ids: expanded (what the model sees) vs collapsed (what vLLM expands).
 
-Processors expand each image placeholder of the chat template into many tokens (Idefics3:
-`<fake_token_around_image><global-img><image>×N<fake_token_around_image>`). The trainer and the
-rollouts work with expanded ids (what the model sees). vLLM, given token ids plus an image,
-expands placeholders itself, so expanded sequences are collapsed back before they are sent.
-The layout is learned from the processor with a probe image, so it holds for any family whose
-expansion is `prefix + image_token×N + suffix` around a placeholder.
+A processor replaces each media placeholder of the prompt text (Idefics3 `<image>`, Qwen
+`<|image_pad|>` / `<|video_pad|>`, MiniCPM-V `<|image_pad|>`) by a run of tokens that can depend
+on the item (its size, its index: MiniCPM-V writes `<image_id>k</image_id>` before image k; a
+Qwen3-VL video carries its frame timestamps as text). The trainer and the rollouts work with
+expanded ids; vLLM, given token ids plus media, expands placeholders itself, so a scored sequence
+is collapsed back before it is sent. The expansions are learned from the processor on the
+request's own media (`MediaExpansion.probe`), so no family-specific pattern is assumed.
+
+Placeholders are assumed in the order the chat renderer puts them (`policies.chat`): the images,
+then the videos.
 """
 
 from __future__ import annotations
@@ -13,61 +17,99 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from policies.media import processor_inputs
+
+# Special tokens whose text holds one of these words mark media (`<|vision_start|>`, `<slice>`, ...).
+_MEDIA_WORDS = ("image", "video", "vision", "slice", "img")
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return [int(t) for t in tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+
+def _separator(tokenizer: Any) -> str:
+    """A special token that no media expansion contains (it splits the probe into items)."""
+    for name in ("eos_token", "pad_token", "bos_token"):
+        token = getattr(tokenizer, name, None)
+        if token:
+            return token
+    raise ValueError("the tokenizer has no eos, pad or bos token to separate media placeholders with")
+
 
 @dataclass(frozen=True)
-class ImageTokenLayout:
-    image_token_id: int
-    placeholder_ids: tuple[int, ...]  # the unexpanded placeholder as the tokenizer encodes it
-    prefix_ids: tuple[int, ...]  # expanded form: prefix + [image]*N + suffix
-    suffix_ids: tuple[int, ...]
+class MediaExpansion:
+    """Per media item of one prompt, in order: (placeholder ids, expanded ids)."""
+
+    items: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]
 
     @classmethod
-    def from_processor(cls, processor: Any) -> ImageTokenLayout:
-        from PIL import Image
-
+    def probe(cls, processor: Any, images: list[Any], videos: list[Any] = ()) -> MediaExpansion:
         tok = processor.tokenizer
-        placeholder = getattr(processor, "image_token", None) or "<image>"
-        image_id = tok.convert_tokens_to_ids(placeholder)
-        unexpanded = tok(placeholder, add_special_tokens=False)["input_ids"]
-        probe = Image.new("RGB", (64, 64), (128, 128, 128))
-        expanded = processor(text=[placeholder], images=[[probe]], add_special_tokens=False)["input_ids"][0]
+        image = getattr(processor, "image_token", None) or "<image>"
+        video = getattr(processor, "video_token", None) or "<video>"
+        placeholders = [image] * len(images) + [video] * len(videos)
+        if not placeholders:
+            return cls(())
+        sep = _separator(tok)
+        text = sep.join(placeholders)
+        expanded = processor(text=[text], **processor_inputs([list(images)], [list(videos)]),
+                             add_special_tokens=False)["input_ids"][0]
         expanded = [int(t) for t in expanded]
-        first = expanded.index(image_id)
-        last = len(expanded) - 1 - expanded[::-1].index(image_id)
-        return cls(image_id, tuple(unexpanded), tuple(expanded[:first]), tuple(expanded[last + 1 :]))
+        sep_id = _ids(tok, sep)
+        if len(sep_id) != 1:
+            raise ValueError(f"separator {sep!r} is not one token")
+        parts: list[list[int]] = [[]]
+        for t in expanded:
+            if t == sep_id[0]:
+                parts.append([])
+            else:
+                parts[-1].append(t)
+        if len(parts) != len(placeholders):
+            raise ValueError(f"probe split into {len(parts)} parts for {len(placeholders)} media items")
+        return cls(tuple((tuple(_ids(tok, p)), tuple(e)) for p, e in zip(placeholders, parts, strict=True)))
 
-    @property
-    def banned_in_completions(self) -> list[int]:
-        """Image-placeholder tokens a completion must never contain: each one would ask the
-        trainer's forward for an image feature that does not exist ("image features and image
-        tokens do not match")."""
-        return sorted({self.image_token_id, *self.placeholder_ids, *self.prefix_ids, *self.suffix_ids})
+    def collapse(self, ids: list[int]) -> list[int]:
+        """`ids` with each item's expansion replaced by its placeholder (items matched in order).
 
-    def collapse(self, ids: list[int]) -> tuple[list[int], list[tuple[int, int]]]:
-        """Replace each expanded image span by the placeholder.
-
-        Returns the collapsed ids and, per span, (start in the expanded ids, tokens removed),
-        so callers can map expanded positions to collapsed ones.
-        """
+        Raises ValueError when an item's expansion is not found: the ids were not made from these
+        media, and vLLM would expand them differently."""
         out: list[int] = []
-        spans: list[tuple[int, int]] = []
-        pre, suf, img = list(self.prefix_ids), list(self.suffix_ids), self.image_token_id
-        i, n = 0, len(ids)
+        i, j, n = 0, 0, len(ids)
         while i < n:
-            if ids[i : i + len(pre)] == pre and i + len(pre) < n and ids[i + len(pre)] == img:
-                j = i + len(pre)
-                while j < n and ids[j] == img:
+            if j < len(self.items):
+                placeholder, expanded = self.items[j]
+                if ids[i : i + len(expanded)] == list(expanded):
+                    out.extend(placeholder)
+                    i += len(expanded)
                     j += 1
-                if ids[j : j + len(suf)] == suf:
-                    end = j + len(suf)
-                    out.extend(self.placeholder_ids)
-                    spans.append((i, (end - i) - len(self.placeholder_ids)))
-                    i = end
                     continue
             out.append(ids[i])
             i += 1
-        return out, spans
+        if j != len(self.items):
+            raise ValueError(f"found {j} of {len(self.items)} media expansions in the token ids")
+        return out
 
-    def collapsed_position(self, pos: int, spans: list[tuple[int, int]]) -> int:
-        """Map a position of the expanded ids (after all image spans) to the collapsed ids."""
-        return pos - sum(removed for start, removed in spans if start < pos)
+
+def banned_media_tokens(processor: Any, with_video: bool = False) -> list[int]:
+    """Special tokens of the media markup, which a completion must never contain: each would ask the
+    trainer's forward for a media feature that does not exist ("image features and image tokens do
+    not match"). Found in a probe expansion and among the special tokens named after media
+    (image, video, vision, slice, img); ordinary text tokens inside an expansion (MiniCPM-V's image-id digits) are allowed."""
+    from PIL import Image
+
+    tok = processor.tokenizer
+    special = set(getattr(tok, "all_special_ids", [])) | set(getattr(tok, "added_tokens_decoder", {}))
+    probe_image = Image.new("RGB", (64, 64), (128, 128, 128))
+    videos = []
+    if with_video:
+        from rollouts.types import Video
+
+        videos = [Video([probe_image] * 2, 1.0)]
+    found: set[int] = set()
+    for placeholder, expanded in MediaExpansion.probe(processor, [probe_image], videos).items:
+        found |= set(placeholder) | set(expanded)
+    for token_id in special:
+        text = tok.convert_ids_to_tokens(int(token_id))
+        if isinstance(text, str) and any(w in text.lower() for w in _MEDIA_WORDS):
+            found.add(int(token_id))
+    return sorted(t for t in found if t in special)

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rewards.common import MODES, column, completion_texts, images_column, modes_column
+from rewards.common import MODES, column, completion_texts, media_column, modes_column
 from rewards.rlpr import RLPRReward, RLPRScore
 from rewards.verifiers import RuleAccuracy
 
@@ -151,7 +151,7 @@ class AccuracyReward:
             references = [answers[i] if i in rlpr_rows else None for i in range(n)]
             debias = [self.rlpr.debias if r == "rlpr" else "none" for r in routes]
             rlpr_scores = self.rlpr.score_batch(
-                texts, references, column(columns, "prompt_ids", n), images_column(columns, n), modes, debias
+                texts, references, column(columns, "prompt_ids", n), media_column(columns, n), modes, debias
             )
         out = []
         for i in range(n):

@@ -98,6 +98,14 @@ def images_column(columns: Mapping[str, Any], n: int) -> list[list[Any]]:
     return out
 
 
+def media_column(columns: Mapping[str, Any], n: int) -> list[list[Any]]:
+    """Per-row media lists: the images (`images_column`) followed by the `videos` column's
+    `rollouts.types.Video` items (rows without videos add nothing)."""
+    images = images_column(columns, n)
+    videos = column(columns, "videos", n, None) if columns.get("videos") is not None else [None] * n
+    return [imgs + list(vids or []) for imgs, vids in zip(images, videos, strict=True)]
+
+
 def image_digest(image: Any) -> str:
     """A content hash of one image, stable across processes (sha1 hex).
 
@@ -106,6 +114,12 @@ def image_digest(image: Any) -> str:
     hash dtype, shape and bytes. Anything else hashes its `repr`.
     """
     h = hashlib.sha1()
+    frames = getattr(image, "frames", None)
+    if frames is not None and hasattr(image, "fps"):  # a rollouts.types.Video
+        h.update(f"video|{image.fps}|".encode())
+        for frame in frames:
+            h.update(image_digest(frame).encode())
+        return h.hexdigest()
     if image is None:
         h.update(b"none")
     elif isinstance(image, (bytes, bytearray, memoryview)):

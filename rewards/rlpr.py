@@ -29,8 +29,8 @@ from typing import Any, Literal
 import numpy as np
 
 from policies.chat import FAST_PREFILL, THINK_CLOSE, THINK_OPEN
-from rewards.common import column, completion_texts, images_column, images_key, modes_column
-from rollouts.types import ScoreRequest
+from rewards.common import column, completion_texts, images_key, media_column, modes_column
+from rollouts.types import ScoreRequest, split_media
 
 Debias = Literal["initial", "current", "none"]
 DEBIAS_CHOICES: tuple[str, ...] = ("initial", "current", "none")
@@ -168,7 +168,7 @@ class DebiasRow:
 
     prompt_ids: list[int]  # [P] the prompt as the engine sees it, in `mode`
     reference: str
-    images: list[Any] = field(default_factory=list)
+    images: list[Any] = field(default_factory=list)  # the prompt's media: PIL images and `Video`s
     mode: str = "deep"
 
 
@@ -191,18 +191,14 @@ class _RequestBatch:
         self.requests: list[ScoreRequest] = []
         self._slots: dict[str, int] = {}
 
-    def add(self, key: str, token_ids: list[int], start: int, images: list[Any]) -> int:
+    def add(self, key: str, token_ids: list[int], start: int, media: list[Any]) -> int:
+        """Slot of the sequence `key`; `media` is the prompt's images and videos (`split_media`)."""
         if key not in self._slots:
             self._slots[key] = len(self.requests)
-            self.requests.append(
-                ScoreRequest(
-                    token_ids=token_ids,
-                    images=list(images),
-                    target_start=start,
-                    temperature=self.temperature,
-                    request_id=f"rlpr-{key[:12]}",
-                )
-            )
+            images, videos = split_media(list(media))
+            self.requests.append(ScoreRequest(token_ids=token_ids, images=images, target_start=start,
+                                              temperature=self.temperature, request_id=f"rlpr-{key[:12]}",
+                                              videos=videos))
         return self._slots[key]
 
     def run(self, scorer: Any) -> list[tuple[float | None, str | None]]:
@@ -247,7 +243,8 @@ class RLPRReward:
         temperature: the rollout temperature; log-probs come from logits / temperature.
 
     Columns: `answer` (y*; a list uses its first entry; None → reward None), `prompt_ids` (token ids of the generation
-    prompt as the engine saw it), `images`, `mode`. `last_breakdown` holds one `RLPRScore` (or
+    prompt as the engine saw it), `images` and `videos` (the prompt's media; a row's images and videos
+    are one media list inside, `rollouts.types.split_media`), `mode`. `last_breakdown` holds one `RLPRScore` (or
     None) per completion of the last call; `last_stats` the call's counts; `totals` running ones.
     A per-item scorer error gives that item 0.0 (counted in `errors`), not an exception; an
     exception raised by `scorer.score` itself (a dead engine) propagates.
@@ -435,15 +432,16 @@ class RLPRReward:
         images: Sequence[Any] | None = None,
         mode: Sequence[Any] | None = None,
         task: Sequence[Any] | None = None,
+        videos: Sequence[Any] | None = None,
         **kwargs: Any,
     ) -> list[float | None]:
         n = len(completions)
-        cols = dict(kwargs, answer=answer, prompt_ids=prompt_ids, images=images, mode=mode)
+        cols = dict(kwargs, answer=answer, prompt_ids=prompt_ids, images=images, mode=mode, videos=videos)
         scores = self.score_batch(
             completions,
             column(cols, "answer", n),
             column(cols, "prompt_ids", n),
-            images_column(cols, n),
+            media_column(cols, n),
             modes_column(cols, n),
         )
         self.last_breakdown = scores

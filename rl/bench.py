@@ -237,10 +237,8 @@ class SuiteReward:
     def breakdowns(self, prompts: list[Any], completion_ids: list[list[int]], **kw: Any) -> list[Any]:
         """The suite's per-completion `RewardBreakdown`s for TRL's reward-function arguments."""
         texts = [self._text(ids) for ids in completion_ids]
-        cols = {k: kw[k] for k in ("answer", "task", "qtype", "objects") if k in kw}
+        cols = {k: kw[k] for k in ("answer", "task", "qtype", "objects", "images") if k in kw}
         cols["mode"] = ["deep"] * len(texts)
-        if "image" in kw:
-            cols["images"] = [[im] for im in kw["image"]]
         return self.suite.compute(prompts, texts, **cols)
 
     def __call__(self, prompts: list[Any], completions: list[Any], completion_ids: list[list[int]], **kw: Any):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rewards.verifiers import exact_match, extract_answer, token_f1, verify
+from rl.data.rows import row_request
 from rollouts.types import MODES, RolloutRequest, SamplingSettings
 
 
@@ -37,9 +38,7 @@ def is_correct(row: dict[str, Any], completion: str) -> bool:
 
 def eval_requests(rows: list[dict[str, Any]], mode: str, seed: int) -> list[RolloutRequest]:
     greedy = SamplingSettings(temperature=0.0, seed=seed)
-    return [
-        RolloutRequest(f"eval-{mode}-{r['id']}", list(r["prompt"]), [r["image"]], mode, 1, greedy) for r in rows
-    ]
+    return [row_request(r, f"eval-{mode}-{r['id']}", mode, 1, greedy) for r in rows]
 
 
 def _chair(rows: list[dict[str, Any]], texts: list[str]) -> dict[str, float]:

@@ -25,8 +25,9 @@ import numpy as np
 from rewards.breakdown import RewardBreakdown, RewardSuite, summarise_by_mode
 from rewards.config import StdFilterConfig
 from rewards.std_filter import StdFilterState, fill_batch, std_threshold, update_std_state
+from rl.data.rows import row_images, row_request, row_videos
 from rollouts.scheduler import ModeScheduler
-from rollouts.types import Rollout, RolloutRequest, SamplingSettings
+from rollouts.types import Rollout, SamplingSettings
 
 
 @dataclass
@@ -119,10 +120,8 @@ class GroupSampler:
         if not rows:
             return []
         modes = self.scheduler.assign([str(r["id"]) for r in rows])
-        reqs = [
-            RolloutRequest(f"grpo-{self.scheduler.step}-{i}-{r['id']}", list(r["prompt"]), [r["image"]], m, self.G, self.sampling)
-            for i, (r, m) in enumerate(zip(rows, modes, strict=False))
-        ]
+        reqs = [row_request(r, f"grpo-{self.scheduler.step}-{i}-{r['id']}", m, self.G, self.sampling)
+                for i, (r, m) in enumerate(zip(rows, modes, strict=False))]
         t0 = time.perf_counter()
         rollouts = self.engine.generate(reqs)
         stats.rollout_s += time.perf_counter() - t0
@@ -138,9 +137,11 @@ class GroupSampler:
         return groups
 
     def _score(self, items: list[tuple[dict, str, Rollout]]) -> list[RewardBreakdown]:
-        cols: dict[str, list[Any]] = {k: [] for k in ("answer", "task", "qtype", "mode", "prompt_ids", "images", "objects")}
+        keys = ("answer", "task", "qtype", "mode", "prompt_ids", "images", "videos", "objects")
+        cols: dict[str, list[Any]] = {k: [] for k in keys}
         prompts, completions = [], []
         for row, mode, ro in items:
+            images, videos = row_images(row), row_videos(row)  # one set of objects per group
             for c in ro.completions:
                 prompts.append(row["prompt"])
                 completions.append(c.text)
@@ -149,7 +150,8 @@ class GroupSampler:
                 cols["qtype"].append(row.get("qtype"))
                 cols["mode"].append(mode)
                 cols["prompt_ids"].append(ro.prompt_ids)
-                cols["images"].append([row["image"]])
+                cols["images"].append(images)
+                cols["videos"].append(videos)
                 cols["objects"].append(row.get("objects"))
         return self.suite.compute(prompts, completions, **cols) if completions else []
 

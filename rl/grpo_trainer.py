@@ -6,10 +6,20 @@ optimizer step) and changes three things:
   has stepped since the last push (TRL's own `vllm_generation.sync_weights()` hook, pointed at
   the pool), so every rollout comes from the current policy;
 - `GroupSampler` decides the prompt groups actually trained on (per-prompt modes, rewards, std
-  filter and refill); TRL then runs on exactly those rows, so its images and re-templated
-  prompts match the rollouts; the `rollout_func` returns the cached ids and sampler log-probs;
+  filter and refill); TRL then runs on exactly those rows; the `rollout_func` returns the cached
+  prompt ids (as the engines expanded them) and sampler log-probs;
+- the trainer owns the media: TRL sees the rows without their images and videos (its own VLM
+  path re-templates prompts with one global thinking mode, knows no videos and no MiniCPM-V
+  slices), and every forward (old, reference and policy log-probs) gets the media keyword
+  arguments of its rows from `policies.media.forward_media`, built from the same images and
+  videos the engines sampled with and mapped onto the exact prompt ids; a per-sample media list
+  travels in the batch (`media`) so TRL's shuffle and split keep it aligned;
 - TRL's vLLM importance-sampling path is enabled on our sampler log-probs, which also logs the
-  trainer-vs-sampler log-prob gap (`sampling/sampling_logp_difference/*`): the stale-weight alarm.
+  trainer-vs-sampler log-prob gap (`sampling/sampling_logp_difference/*`); the parity monitor
+  (`parity_gaps`) logs the largest per-token gap by kind of prompt (`parity/<kind>/max`: text,
+  image, multi_image, video) right after each weight sync and warns when one exceeds the bound
+  of the sampler's dtype (`policies.families.PARITY_BOUNDS`): the stale-weight alarm, which also
+  shows known model differences (Qwen-VL video positions in vLLM vs transformers) by kind.
 Rewards are computed once, by the sampler (which sees the raw text with think tags; TRL's decoded
 completions drop special tokens), and reach TRL through the `precomputed_reward` function.
 """
@@ -20,8 +30,33 @@ from typing import Any
 
 from trl import GRPOTrainer
 
+from policies.media import forward_media
+from rl.data.rows import row_images, row_videos
 from rl.grpo_sampling import Group, GroupSampler
 from rl.sft_anchor import add_anchor
+
+MEDIA_COLUMNS = ("image", "images", "videos")  # what TRL must not see (the trainer feeds media itself)
+
+
+def media_kind(row: dict[str, Any]) -> str:
+    """The kind of prompt a row is, for per-kind metrics: text, image, multi_image or video."""
+    if row.get("videos"):
+        return "video"
+    n = len(row.get("images") or [])
+    return "text" if n == 0 else "image" if n == 1 else "multi_image"
+
+
+def parity_gaps(old_logps: Any, sampler_logps: Any, mask: Any, kinds: list[str]) -> dict[str, float]:
+    """Largest per-token |trainer − sampler| log-prob gap over the completion tokens, per kind of
+    prompt (`kinds`: one per row) and over all rows (key "all"). NaN sampler entries are skipped."""
+    import torch
+
+    gap = (old_logps - sampler_logps).abs()
+    gap = torch.where(mask.bool() & torch.isfinite(gap), gap, torch.zeros_like(gap)).amax(dim=1)
+    out = {"all": float(gap.max())} if len(kinds) else {}
+    for kind in sorted(set(kinds)):
+        out[kind] = float(max(gap[i] for i, k in enumerate(kinds) if k == kind))
+    return out
 
 
 def precomputed_reward(prompts: list[Any], completions: list[Any], reward_total: list[float], **_: Any) -> list[float]:
@@ -57,35 +92,28 @@ def groups_to_rollout_output(groups: list[Group]) -> dict[str, list[Any]]:
     return out
 
 
-def check_prompt_alignment(processor: Any, groups: list[Group], chat_template_kwargs: dict[str, Any]) -> None:
-    """Guard against TRL's VLM re-templating: for every group, the prompt ids the actors sampled
-    from must equal the processor's ids of the same prompt in the group's mode, and TRL's own
-    re-templated prompt (global `chat_template_kwargs`, no per-sample mode) must carry the same
-    image tokens, so the pixel values TRL computes line up with our prompt ids. Raises on a
-    mismatch instead of training on misaligned image features."""
-    from trl.data_utils import apply_chat_template, prepare_multimodal_messages
-
+def check_prompt_alignment(processor: Any, groups: list[Group]) -> None:
+    """For every group, the prompt ids the actors sampled from must equal the processor's ids of
+    the same prompt and media in the group's mode: the trainer's forward pairs those ids with the
+    media tensors `forward_media` builds, so a template or expansion drift between the engines
+    and the trainer would feed misaligned image features. Raises on a mismatch."""
     from policies.chat import encode_prompt
-    from policies.tokens import ImageTokenLayout
 
-    image_id = ImageTokenLayout.from_processor(processor).image_token_id
     for g in groups:
-        images = [g.row["image"]]
-        ours = encode_prompt(processor, list(g.row["prompt"]), images, g.mode)
+        ours = encode_prompt(processor, list(g.row["prompt"]), row_images(g.row), g.mode, row_videos(g.row))
         if ours != list(g.rollout.prompt_ids):
             raise RuntimeError(f"prompt {g.row['id']} ({g.mode}): actor prompt ids differ from the trainer's tokenization")
-        msgs = prepare_multimodal_messages(list(g.row["prompt"]), images=images)
-        text = apply_chat_template({"prompt": msgs}, processor, **chat_template_kwargs)["prompt"]
-        trl_ids = processor(text=[text], images=[images])["input_ids"][0]
-        if sum(t == image_id for t in trl_ids) != sum(t == image_id for t in ours):
-            raise RuntimeError(f"prompt {g.row['id']} ({g.mode}): TRL's re-templated prompt has other image tokens")
 
 
 class HybridGRPOTrainer(GRPOTrainer):
-    def __init__(self, *args: Any, sampler: GroupSampler, pool: Any, anchor: Any = None, **kwargs: Any):
+    def __init__(self, *args: Any, sampler: GroupSampler, pool: Any, anchor: Any = None, parity_bound: float = 1e-4,
+                 **kwargs: Any):
         self.sampler = sampler
         self.anchor = anchor  # rl.sft_anchor.SFTAnchor or None
+        self.parity_bound = parity_bound  # per-token gap the sampler's dtype allows (policies.families)
+        self.parity_warned: set[str] = set()
         self._cached: dict[str, list[Any]] | None = None
+        self._active_media: list[tuple[list[Any], list[Any]]] | None = None  # per row of the next forward
         self.last_groups: list[Group] = []
         self._alignment_checked = False
         super().__init__(*args, rollout_func=self._rollout, **kwargs)
@@ -110,17 +138,70 @@ class HybridGRPOTrainer(GRPOTrainer):
         rows = [inputs[i] for i in range(0, len(inputs), G)]
         groups, stats = self.sampler.sample(rows)
         if not self._alignment_checked:  # once per run: cheap, and catches template drift early
-            check_prompt_alignment(self.processing_class, groups, self.chat_template_kwargs or {})
+            check_prompt_alignment(self.processing_class, groups)
             self._alignment_checked = True
         self.last_groups = groups
         for key, value in stats.flat().items():
             self._metrics["train"][key].append(float(value))
         self._cached = groups_to_rollout_output(groups)
+        media = [(row_images(g.row), row_videos(g.row)) for g in groups for _ in range(G)]
         # One dict per completion: TRL writes each completion's extra fields into its input row.
-        final_inputs = [dict(g.row) for g in groups for _ in range(G)]
-        return super()._generate_and_score_completions(final_inputs)
+        final_inputs = [{k: v for k, v in g.row.items() if k not in MEDIA_COLUMNS} for g in groups for _ in range(G)]
+        self._active_media = media
+        output = super()._generate_and_score_completions(final_inputs)
+        output["media"] = media
+        self._monitor_parity(output, [media_kind(g.row) for g in groups for _ in range(G)])
+        return output
+
+    def _monitor_parity(self, output: dict[str, Any], kinds: list[str]) -> None:
+        """Log `parity/<kind>/max` (trainer vs sampler on the weights just synced) and warn once per
+        kind when the gap exceeds `parity_bound`."""
+        old, sampled = output.get("old_per_token_logps"), output.get("sampling_per_token_logps")
+        if old is None or sampled is None:
+            return
+        for kind, gap in parity_gaps(old, sampled, output["completion_mask"], kinds).items():
+            self._metrics["train"][f"parity/{kind}/max"].append(gap)
+            if kind != "all" and gap > self.parity_bound and kind not in self.parity_warned:
+                self.parity_warned.add(kind)
+                print(f"[grpo] parity: {kind} prompts, trainer and sampler log-probs differ by up to {gap:.2e} per "
+                      f"token (bound {self.parity_bound:.0e}); TRL's importance-sampling correction uses both "
+                      "(README, model families)", flush=True)
+
+    def _get_per_token_logps_and_entropies(self, model: Any, input_ids: Any, attention_mask: Any, logits_to_keep: int,
+                                           batch_size: int | None = None, compute_entropy: bool = False,
+                                           compute_aux_loss: bool = False, **trl_media: Any) -> Any:
+        """TRL's per-token log-probs (and entropies, aux loss) of the completions, computed the way
+        TRL does (its fused LM head, chunks of `batch_size` rows), with the media of the rows
+        (`self._active_media`) turned into forward arguments by `forward_media`. TRL's own media
+        arguments are empty: it never sees the media columns."""
+        import torch
+
+        media = self._active_media
+        if media is None or len(media) != input_ids.size(0):
+            raise RuntimeError(f"no media for the {input_ids.size(0)} rows of this forward")
+        batch_size = batch_size or input_ids.size(0)
+        logps, entropies, aux = [], [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            ids, mask = input_ids[start : start + batch_size], attention_mask[start : start + batch_size]
+            rows = media[start : start + batch_size]
+            inputs = {"input_ids": ids, "attention_mask": mask,
+                      **forward_media(self.processing_class, [m[0] for m in rows], [m[1] for m in rows], ids)}
+            if compute_aux_loss:
+                inputs["output_router_logits"] = True
+            labels = ids.masked_fill(mask == 0, -100)
+            labels[:, :-logits_to_keep] = -100  # only completion tokens are scored
+            with self.accelerator.autocast():
+                out = model(**inputs, labels=labels, fused_lm_head=True)
+            logps.append(out.log_probs[:, -logits_to_keep:])
+            if compute_entropy:
+                entropies.append(out.entropy[:, -logits_to_keep:])
+            if compute_aux_loss:
+                aux.append(out.aux_loss)
+        return (torch.cat(logps, dim=0), torch.cat(entropies, dim=0) if compute_entropy else None,
+                torch.stack(aux).mean() if compute_aux_loss else None)
 
     def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+        self._active_media = inputs.get("media")
         loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         if self.anchor is None or not model.training:
             return loss

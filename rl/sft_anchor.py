@@ -34,15 +34,15 @@ class SFTAnchor:
     """Mean completion-token NLL of the warm-up examples picked for a given step."""
 
     def __init__(self, dataset: Any, processor: Any, coef: float, batch_size: int, seed: int):
-        from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+        from rl.media_collators import MediaSFTCollator
 
-        keep = [c for c in ("prompt", "completion", "image") if c in dataset.column_names]
+        keep = [c for c in ("prompt", "completion", "images", "videos") if c in dataset.column_names]
         self.dataset = dataset.select_columns(keep)
         self.coef = float(coef)
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         # Completion-only loss, as the warm-up's SFTTrainer trains it.
-        self.collator = DataCollatorForVisionLanguageModeling(processor=processor, completion_only_loss=True)
+        self.collator = MediaSFTCollator(processor=processor, completion_only_loss=True)
 
     def batch(self, step: int) -> dict[str, Any]:
         rows = [dict(self.dataset[i]) for i in anchor_indices(len(self.dataset), self.batch_size, self.seed, step)]

@@ -7,8 +7,9 @@ Each train row gives up to two examples (the cold start of the MiniCPM-V 4.5 rec
 * fast: the prompt rendered in fast mode, so it ends with the pre-filled empty think block
   (`policies.chat.FAST_PREFILL`); the completion is answer + eos.
 
-The columns are non-conversational `prompt`/`completion` *text* plus one `image`, the shape TRL's
-`DataCollatorForVisionLanguageModeling` handles on its prompt-completion path with
+The columns are non-conversational `prompt`/`completion` *text* plus the row's `images` and
+`videos`, the shape TRL's `DataCollatorForVisionLanguageModeling` (with videos added:
+`rl.media_collators.MediaSFTCollator`) handles on its prompt-completion path with
 completion-only loss: the pre-filled block sits in the prompt and is never a trained token, the
 same split the rollout engines see at generation time. The eos token is written into the
 completion here because `SFTTrainer` skips its own dataset preparation (and eos appending) for
@@ -29,7 +30,7 @@ if TYPE_CHECKING:  # `datasets` is imported where used: rl.config imports this m
     import datasets
 
 DEFAULT_HARD_QTYPES: tuple[str, ...] = ("relation", "count")
-SFT_COLUMNS: tuple[str, ...] = ("id", "mode", "task", "qtype", "prompt", "completion", "image")
+SFT_COLUMNS: tuple[str, ...] = ("id", "mode", "task", "qtype", "prompt", "completion", "images", "videos")
 _TEXT_COLUMNS = ("id", "prompt", "task", "qtype", "answer", "reasoning")
 
 
@@ -43,9 +44,10 @@ def fast_completion(answer: str, eos: str) -> str:
     return f"{answer}{eos}"
 
 
-def sft_example(processor: Any, row: dict[str, Any], mode: str, eos: str) -> dict[str, str]:
-    """Prompt text (generation prompt in `mode`, one image) and completion text of one row."""
-    prompt = render_prompt(processor, list(row["prompt"]), mode, num_images=1)
+def sft_example(processor: Any, row: dict[str, Any], mode: str, eos: str, num_images: int = 1,
+                num_videos: int = 0) -> dict[str, str]:
+    """Prompt text (generation prompt in `mode` with the row's media) and completion text of one row."""
+    prompt = render_prompt(processor, list(row["prompt"]), mode, num_images, num_videos)
     if mode == "deep":
         completion = deep_completion(row.get("reasoning") or "", row["answer"], eos)
     else:
@@ -95,12 +97,13 @@ def plan_examples(
 
 
 def sft_features() -> datasets.Features:
-    """Column types of the SFT dataset: text columns plus one image."""
+    """Column types of the SFT dataset: text columns plus the media columns of the canonical schema."""
     import datasets
 
-    return datasets.Features(
-        {name: datasets.Image() if name == "image" else datasets.Value("string") for name in SFT_COLUMNS}
-    )
+    from rl.data.shapes import FEATURES
+
+    media = {"images": FEATURES["images"], "videos": FEATURES["videos"]}
+    return datasets.Features({name: media.get(name, datasets.Value("string")) for name in SFT_COLUMNS})
 
 
 def build_sft_dataset(
@@ -119,13 +122,13 @@ def build_sft_dataset(
     """
     import datasets
 
-    missing = [c for c in (*_TEXT_COLUMNS, "image") if c not in train.column_names]
+    from rl.data.rows import undecoded_media
+
+    missing = [c for c in _TEXT_COLUMNS if c not in train.column_names]
     if missing:
-        raise ValueError(
-            f"train split lacks column(s) {missing}; SFT needs {list(_TEXT_COLUMNS)} and 'image'"
-        )
+        raise ValueError(f"train split lacks column(s) {missing}; SFT needs {list(_TEXT_COLUMNS)}")
     text_rows = train.select_columns(list(_TEXT_COLUMNS)).to_list()
-    images = list(train.cast_column("image", datasets.Image(decode=False))["image"])
+    images, videos = undecoded_media(train)
     plan = plan_examples(text_rows, mode_mix, hard_qtypes, hard_weight, max_examples, seed)
     eos = eos_token_of(processor)
     rendered: dict[tuple[int, str], dict[str, str]] = {}
@@ -133,7 +136,7 @@ def build_sft_dataset(
     for i, mode in plan:
         row = text_rows[i]
         if (i, mode) not in rendered:  # up-weighted copies share one rendering
-            rendered[i, mode] = sft_example(processor, row, mode, eos)
+            rendered[i, mode] = sft_example(processor, row, mode, eos, len(images[i]), len(videos[i]))
         example = rendered[i, mode]
         columns["id"].append(f"{row['id']}-{mode}")
         columns["mode"].append(mode)
@@ -141,15 +144,16 @@ def build_sft_dataset(
         columns["qtype"].append(row["qtype"] or "")
         columns["prompt"].append(example["prompt"])
         columns["completion"].append(example["completion"])
-        columns["image"].append(images[i])
+        columns["images"].append(images[i])
+        columns["videos"].append(videos[i])
     return datasets.Dataset.from_dict(columns, features=sft_features())
 
 
 def add_lengths(processor: Any, dataset: datasets.Dataset, column: str = "length") -> datasets.Dataset:
     """The dataset with a `column` of text-token counts (prompt + completion) per example.
 
-    Every example holds one image, so its image tokens add the same count to each row and the
-    text count orders examples by length as well as the full count would.
+    Media tokens are not counted: on the Shapes data every example holds one image (the same count
+    on each row), so the text count orders examples as the full count would.
     """
     tok = getattr(processor, "tokenizer", processor)
     prompts = tok(list(dataset["prompt"]), add_special_tokens=False)["input_ids"]

@@ -1,7 +1,7 @@
 """The warm-up's TRL `SFTTrainer` subclass: a separate learning rate for the image path, batches of
-similar length.
+similar length, videos.
 
-Two things plain `SFTTrainer` cannot do from its config for a vision dataset:
+Three things plain `SFTTrainer` cannot do from its config for a vision dataset:
 
 * **Vision learning-rate scale.** The optimizer gets the vision tower and the connector (the
   image path) in their own parameter groups at `learning_rate × vision_lr_scale`; the scheduler
@@ -10,6 +10,8 @@ Two things plain `SFTTrainer` cannot do from its config for a vision dataset:
   trainer drops every column outside its vision signature (`prompt`, `completion`, `image`, …)
   before the sampler reads them. The subclass keeps the dataset's `length` column (written by
   `rl.sft_data.add_lengths`); the collator ignores it.
+* **Videos.** The `videos` column is kept too and TRL's collator is converted to
+  `rl.media_collators.MediaSFTCollator`, which hands video prompts' frames to the processor.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from trl import SFTTrainer
 
 from policies.loading import is_vision_param
+from rl.media_collators import VIDEO_COLUMN, with_videos
 
 LENGTH_COLUMN = "length"
 # Parameter-name pieces of the module that maps vision features into the language model.
@@ -53,11 +56,12 @@ class WarmupSFTTrainer(SFTTrainer):
     def __init__(self, *args: Any, vision_lr_scale: float = 1.0, **kwargs: Any):
         self.vision_lr_scale = float(vision_lr_scale)
         super().__init__(*args, **kwargs)
+        self.data_collator = with_videos(self.data_collator)
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
-        if LENGTH_COLUMN not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, LENGTH_COLUMN]
+        extra = [c for c in (LENGTH_COLUMN, VIDEO_COLUMN) if c not in self._signature_columns]
+        self._signature_columns = [*self._signature_columns, *extra]
 
     def create_optimizer(self, model: Any = None) -> Any:
         had_optimizer = self.optimizer is not None

@@ -22,10 +22,11 @@ from typing import Any
 
 
 def _requests(rows: list[dict[str, Any]], n: int, max_tokens: int):
-    from rollouts.types import RolloutRequest, SamplingSettings
+    from rl.data.rows import row_request
+    from rollouts.types import SamplingSettings
 
     sp = SamplingSettings(temperature=1.0, max_tokens=max_tokens)
-    return [RolloutRequest(f"b{i}", list(r["prompt"]), [r["image"]], "deep" if i % 2 else "fast", n, sp) for i, r in enumerate(rows)]
+    return [row_request(r, f"b{i}", "deep" if i % 2 else "fast", n, sp) for i, r in enumerate(rows)]
 
 
 def _tokens(rollouts) -> int:
@@ -60,13 +61,15 @@ def _memcpy_gb_per_s(payload) -> float:
 def _parity(pool: Any, model: Any, processor: Any, rows: list[dict[str, Any]]) -> float:
     from policies.chat import encode_prompt
     from policies.scoring import HFScorer
+    from rl.data.rows import row_images, row_videos
     from rollouts.types import ScoreRequest
 
     reqs = []
     for r in rows[:4]:
-        prompt = encode_prompt(processor, list(r["prompt"]), [r["image"]], "deep")
+        images, videos = row_images(r), row_videos(r)
+        prompt = encode_prompt(processor, list(r["prompt"]), images, "deep", videos)
         tail = processor.tokenizer("<think>" + r["reasoning"] + "</think>\n\n" + r["answer"], add_special_tokens=False)["input_ids"]
-        reqs.append(ScoreRequest(prompt + tail, [r["image"]], len(prompt)))
+        reqs.append(ScoreRequest(prompt + tail, images, len(prompt), videos=videos))
     actor, trainer = pool.score(reqs), HFScorer(model, processor).score(reqs)
     return max(abs(a - b) for x, y in zip(actor, trainer, strict=False) for a, b in zip(x.logprobs, y.logprobs, strict=True))
 

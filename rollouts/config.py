@@ -45,9 +45,14 @@ class RolloutConfig:
     gpu_memory_utilization: float = 0.5
     kv_cache_gib: float = 1.0  # VLLM_CPU_KVCACHE_SPACE on CPU machines
     max_model_len: int = 1024
+    # float32 gives exact parity with an fp32 trainer; families that vLLM-cpu serves only in bf16
+    # (MiniCPM-V 4.6) run in bf16 on CPU whatever is set here (`policies.families.sampler_dtype`).
     dtype: str = "float32"
     enforce_eager: bool = True
     max_images_per_prompt: int = 1
+    # Videos per prompt the engines accept (0 = no video input; only for families that have one).
+    # vLLM profiles memory for the largest allowed prompt at start, so keep both limits tight.
+    max_videos_per_prompt: int = 0
     max_tokens: dict[str, int] = field(default_factory=lambda: {"deep": 96, "fast": 24})
     stop: dict[str, list[str]] = field(default_factory=lambda: {"deep": [], "fast": []})
     temperature: float = 1.0
@@ -73,3 +78,6 @@ class RolloutConfig:
             raise FieldError("tensor_parallel_size", "must be at least 1")
         if self.temperature < 0:
             raise FieldError("temperature", "must be >= 0")
+        if self.max_images_per_prompt < 0 or self.max_videos_per_prompt < 0:
+            raise FieldError("max_images_per_prompt" if self.max_images_per_prompt < 0 else "max_videos_per_prompt",
+                             "must be >= 0")

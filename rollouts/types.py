@@ -35,6 +35,14 @@ class Video:
                 "duration": n / float(self.fps), "frames_indices": list(range(n)), "video_backend": "opencv"}
 
 
+def split_media(items: list[Any]) -> tuple[list[Any], list[Video]]:
+    """(images, videos) of a list of a prompt's media items (PIL images and `Video`s), order kept.
+
+    Rewards carry a prompt's media as one list (RLPR and the RLAIF-V labeler key caches on it);
+    requests take images and videos apart."""
+    return [x for x in items if not isinstance(x, Video)], [x for x in items if isinstance(x, Video)]
+
+
 @dataclass
 class SamplingSettings:
     """Decoding settings of one request; `max_tokens=None` takes the per-mode cap of the pool."""

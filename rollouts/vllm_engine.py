@@ -1,10 +1,11 @@
 """The real engine: one `vllm.LLM` in the calling process (a Ray actor in production).
 
-Implements `rollouts.protocol.Engine`:
-- `generate`: renders each request in its own thinking mode with the policy's chat template,
+Implements `rollouts.protocol.Engine` for every family the policy side knows (`policies.families`):
+- `generate`: renders each request (images and videos) in its own thinking mode with the policy's chat template,
   samples `n` completions with per-mode token caps and stop rules, returns sampler log-probs
   (vLLM `processed_logprobs`, i.e. after temperature, as TRL's importance sampling expects);
-- `score`: teacher-forced prompt log-probs of fixed sequences (RLPR, yes/no labels);
+- `score`: teacher-forced prompt log-probs of fixed sequences (RLPR, yes/no labels); the
+  trainer's expanded media tokens are collapsed back to placeholders (`policies.tokens`);
 - `update_weights` / `receive_bucket`: in-place `reload_weights` with Hugging Face names, then
   the prefix, multimodal and encoder caches are reset (a stale encoder cache fails the next
   request with an image already seen);
@@ -29,10 +30,11 @@ class VLLMEngine:
         # In-process engine: ~7 s start instead of ~50 s, and reload_weights can reach the model.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(cfg.kv_cache_gib))))
-        from transformers import AutoProcessor
         from vllm import LLM
 
-        from policies.tokens import ImageTokenLayout
+        from policies.families import processor_kwargs, sampler_dtype, supports_video
+        from policies.loading import load_processor
+        from policies.tokens import banned_media_tokens
 
         self.cfg = cfg
         self.name = name
@@ -41,9 +43,15 @@ class VLLMEngine:
         self._staged: list[tuple[str, Any]] = []
         self._staged_version: int | None = None
         self.last_apply_s = 0.0
-        self.processor = AutoProcessor.from_pretrained(model_path)
-        self.layout = ImageTokenLayout.from_processor(self.processor)
+        self.processor = load_processor(model_path)
+        self.video = supports_video(self.processor, model_path) and cfg.max_videos_per_prompt > 0
+        self.dtype = sampler_dtype(model_path, cfg.dtype, on_gpu=cfg.num_gpus_per_actor > 0)
         kwargs: dict[str, Any] = {}
+        if processor_kwargs(model_path):
+            kwargs["mm_processor_kwargs"] = processor_kwargs(model_path)
+        limits = {"image": cfg.max_images_per_prompt}
+        if self.video:
+            limits["video"] = cfg.max_videos_per_prompt
         if cfg.num_gpus_per_actor > 0:
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
         if cfg.sync.transport == "nccl":
@@ -52,17 +60,18 @@ class VLLMEngine:
             kwargs["weight_transfer_config"] = WeightTransferConfig(backend="nccl")
         self.llm = LLM(
             model=model_path,
-            dtype=cfg.dtype,
+            dtype=self.dtype,
             max_model_len=cfg.max_model_len,
             seed=cfg.seed if seed is None else seed,
             enforce_eager=cfg.enforce_eager,
             tensor_parallel_size=cfg.tensor_parallel_size,
-            limit_mm_per_prompt={"image": cfg.max_images_per_prompt},
+            limit_mm_per_prompt=limits,
             logprobs_mode="processed_logprobs",
             **kwargs,
         )
         self.eos_text = self.processor.tokenizer.eos_token or ""
-        self.banned = {t: -100.0 for t in self.layout.banned_in_completions}
+        # Never sample media markup (see policies.tokens.banned_media_tokens).
+        self.banned = {t: -100.0 for t in banned_media_tokens(self.processor, self.video)}
 
     # ----------------------------------------------------------------- generation
     def _sampling(self, req: RolloutRequest):
@@ -79,17 +88,21 @@ class VLLMEngine:
             stop=list(sp.stop) + list(self.cfg.stop.get(req.mode, [])),
             logprobs=0 if sp.logprobs else None,
             skip_special_tokens=False,  # keep <think>/</think> in the text
-            logit_bias=self.banned,  # never sample image placeholders (see ImageTokenLayout)
+            logit_bias=self.banned,
         )
 
     def _prepare(self, req: RolloutRequest) -> tuple[dict[str, Any] | None, str, str | None]:
         """Render and check one request; returns (vLLM prompt, prompt text, error)."""
+        from policies.media import processor_inputs, vllm_media
+
+        if req.videos and not self.video:
+            return None, "", (f"request {req.request_id}: has {len(req.videos)} video(s) but this engine takes none "
+                              "(the family has no video input, or rollout.max_videos_per_prompt is 0)")
         try:
-            text = render_prompt(self.processor, req.messages, req.mode, len(req.images))
-            images = [im.convert("RGB") for im in req.images]
-            ids = self.processor(text=[text], images=[images] if images else None)["input_ids"][0]
+            text = render_prompt(self.processor, req.messages, req.mode, len(req.images), len(req.videos))
+            ids = self.processor(text=[text], **processor_inputs([req.images], [req.videos]))["input_ids"][0]
         except Exception as exc:
-            return None, "", f"request {req.request_id}: cannot process prompt/image ({type(exc).__name__}: {exc})"
+            return None, "", f"request {req.request_id}: cannot process prompt/media ({type(exc).__name__}: {exc})"
         budget = self.cfg.max_model_len - len(ids)
         if budget < 1:
             return None, text, (
@@ -97,8 +110,9 @@ class VLLMEngine:
                 f"(rollout.max_model_len={self.cfg.max_model_len})"
             )
         prompt: dict[str, Any] = {"prompt": text}
-        if images:
-            prompt["multi_modal_data"] = {"image": images[0] if len(images) == 1 else images}
+        media = vllm_media(req.images, req.videos)
+        if media:
+            prompt["multi_modal_data"] = media
         return prompt, text, None
 
     def _to_rollout(self, req: RolloutRequest, text: str, out: Any, version: int, dt: float) -> Rollout:
@@ -149,23 +163,33 @@ class VLLMEngine:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
+        from policies.media import vllm_media
+        from policies.tokens import MediaExpansion
+
         prompts, index, results = [], [], [None] * len(requests)
+        expansions: dict[tuple[int, ...], MediaExpansion] = {}  # requests of one call share media objects
         for i, req in enumerate(requests):
             if req.temperature != 1.0:
                 results[i] = ScoreResult([], self.version, "vLLM prompt log-probs are computed at temperature 1.0; "
                                          "set the scoring temperature to 1.0 or use a transformers scorer")
                 continue
-            collapsed, _ = self.layout.collapse(list(req.token_ids))
-            images = [im.convert("RGB") for im in req.images]
-            mm = {"multi_modal_data": {"image": images[0] if len(images) == 1 else images}} if images else {}
-            prompts.append(TokensPrompt(prompt_token_ids=collapsed, **mm))
+            key = tuple(id(m) for m in (*req.images, *req.videos))
+            try:
+                if key not in expansions:
+                    expansions[key] = MediaExpansion.probe(self.processor, list(req.images), list(req.videos))
+                collapsed = expansions[key].collapse(list(req.token_ids))
+            except Exception as exc:
+                results[i] = ScoreResult([], self.version, f"cannot collapse media tokens ({type(exc).__name__}: {exc})")
+                continue
+            media = vllm_media(req.images, req.videos)
+            prompts.append(TokensPrompt(prompt_token_ids=collapsed, **({"multi_modal_data": media} if media else {})))
             index.append(i)
         if prompts:
             outs = self.llm.generate(prompts, SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0), use_tqdm=False)
             for i, out in zip(index, outs, strict=False):
                 req = requests[i]
                 if list(out.prompt_token_ids) != list(req.token_ids):
-                    results[i] = ScoreResult([], self.version, "image expansion differs from the trainer's token ids")
+                    results[i] = ScoreResult([], self.version, "media expansion differs from the trainer's token ids")
                     continue
                 lps = [out.prompt_logprobs[p][req.token_ids[p]].logprob for p in range(req.target_start, len(req.token_ids))]
                 results[i] = ScoreResult(lps, self.version)
@@ -198,7 +222,8 @@ class VLLMEngine:
         return self.update_weights(staged, bucket.version)
 
     def health(self) -> dict[str, Any]:
-        return {"ok": True, "version": self.version, "name": self.name, "pid": os.getpid(), "last_apply_s": self.last_apply_s}
+        return {"ok": True, "version": self.version, "name": self.name, "pid": os.getpid(), "last_apply_s": self.last_apply_s,
+                "dtype": self.dtype, "video": self.video}
 
     # ----------------------------------------------------------------- NCCL (GPU) weight transfer
     # Called by rollouts.weight_sync.ActorSyncClient; the engine must have been built with

@@ -57,8 +57,11 @@ def vllm_llm(tiny_model_dir):
     """One in-process vLLM engine on the tiny model (fp32, eager) for the whole session."""
     from vllm import LLM
 
+    from policies.families import processor_kwargs
+
     llm = LLM(
         model=tiny_model_dir,
+        mm_processor_kwargs=processor_kwargs(tiny_model_dir),
         dtype="float32",
         max_model_len=1024,
         seed=0,

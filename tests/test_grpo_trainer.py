@@ -1,5 +1,6 @@
-"""Hybrid GRPO trainer glue on the tiny model (transformers engine, no Ray): prompt alignment with
-TRL's re-templating in both modes, one optimizer step that changes the policy, weight sync hook."""
+"""Hybrid GRPO trainer glue on the tiny model (transformers engine, no Ray): prompt alignment in both
+modes, one optimizer step that changes the policy, weight sync hook, the trainer-owned media path
+(same log-probs as TRL's own image path), the parity monitor."""
 
 from __future__ import annotations
 
@@ -41,15 +42,15 @@ def _sampler(engine, processor, train, kind="fixed"):
 
 
 @pytest.mark.parametrize("kind", ["deep_only", "fast_only"])
-def test_prompt_ids_and_image_tokens_match_trl_retemplating(setup, kind):
+def test_actor_prompt_ids_match_the_trainers_tokenization(setup, kind):
     model, processor, train, engine = setup
     groups, _ = _sampler(engine, processor, train, kind).sample([train[i] for i in range(3)])
     assert {g.mode for g in groups} == {kind.split("_")[0]}
-    check_prompt_alignment(processor, groups, {})  # raises on any mismatch
+    check_prompt_alignment(processor, groups)  # raises on any mismatch
     bad = groups[0]
     bad.rollout.prompt_ids = bad.rollout.prompt_ids[:-1]
     with pytest.raises(RuntimeError, match="differ"):
-        check_prompt_alignment(processor, [bad], {})
+        check_prompt_alignment(processor, [bad])
 
 
 def test_one_grpo_step_changes_the_policy_and_syncs(setup, tmp_path):
@@ -70,3 +71,62 @@ def test_one_grpo_step_changes_the_policy_and_syncs(setup, tmp_path):
     log = trainer.state.log_history[0]
     assert "sampling/sampling_logp_difference/mean" in log and "modes/deep_share" in log
     assert log["frac_reward_zero_std"] < 1.0  # each completion kept its own reward
+
+
+def _batch(processor, rows, mode="deep"):
+    """Left-padded prompt + completion ids of `rows` (each row's reasoning/answer as completion)."""
+    from policies.chat import encode_prompt
+    from rl.data.rows import row_images, row_videos
+
+    pad = processor.tokenizer.pad_token_id
+    prompts = [encode_prompt(processor, list(r["prompt"]), row_images(r), mode, row_videos(r)) for r in rows]
+    tails = [processor.tokenizer(f"<think>{r['reasoning']}</think>\n\n{r['answer']}", add_special_tokens=False)["input_ids"]
+             for r in rows]
+    P, T = max(map(len, prompts)), max(map(len, tails))
+    ids = torch.tensor([[pad] * (P - len(p)) + p + t + [pad] * (T - len(t)) for p, t in zip(prompts, tails, strict=True)])
+    mask = torch.tensor([[0] * (P - len(p)) + [1] * (len(p) + len(t)) + [0] * (T - len(t))
+                         for p, t in zip(prompts, tails, strict=True)])
+    return ids, mask, T, prompts
+
+
+def _trainer(model, processor, train, engine, tmp_path):
+    args = grpo_args(GRPOStageConfig(steps=1, prompts_per_step=2, num_generations=2, save_steps=0), str(tmp_path), 16, 1.0, 0)
+    args.report_to = []
+    return HybridGRPOTrainer(model=model, reward_funcs=[precomputed_reward], args=args, train_dataset=train,
+                             processing_class=processor, sampler=_sampler(engine, processor, train), pool=engine)
+
+
+def test_trainer_media_path_gives_trls_own_image_log_probs(setup, tmp_path):
+    """The trainer builds the media arguments itself (TRL never sees the images); on single-image
+    Idefics3 prompts that must be exactly what TRL's own image path computes, bit for bit, so the
+    embedded default trains as before."""
+    from trl import GRPOTrainer
+
+    from policies.chat import render_prompt
+    from rl.data.rows import row_images
+
+    model, processor, train, engine = setup
+    trainer = _trainer(model, processor, train, engine, tmp_path)
+    rows = [train[i] for i in range(4)]
+    ids, mask, T, _ = _batch(processor, rows)
+    trainer._active_media = [(row_images(r), []) for r in rows]
+    with torch.no_grad():
+        ours, _, _ = trainer._get_per_token_logps_and_entropies(model, ids, mask, T, batch_size=3)
+        texts = [render_prompt(processor, list(r["prompt"]), "deep", 1) for r in rows]
+        pix = processor(images=[row_images(r) for r in rows], text=texts, padding=True, return_tensors="pt")
+        theirs, _, _ = GRPOTrainer._get_per_token_logps_and_entropies(
+            trainer, model, ids, mask, T, batch_size=3, pixel_values=pix["pixel_values"],
+            pixel_attention_mask=pix["pixel_attention_mask"], num_images=[1] * len(rows))
+    assert torch.equal(ours, theirs)
+
+
+def test_parity_gaps_by_kind():
+    from rl.grpo_trainer import media_kind, parity_gaps
+
+    old = torch.tensor([[0.0, -1.0, -2.0], [0.0, -1.0, 5.0], [-1.0, -1.0, -1.0]])
+    sampled = torch.tensor([[0.0, -1.001, float("nan")], [0.5, -1.0, 0.0], [-1.0, -1.2, -1.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 1, 1]])
+    gaps = parity_gaps(old, sampled, mask, ["image", "video", "image"])
+    assert gaps == pytest.approx({"all": 0.5, "image": 0.2, "video": 0.5})  # masked and NaN tokens skipped
+    assert [media_kind(r) for r in ({"images": []}, {"images": [1]}, {"images": [1, 2]}, {"images": [1], "videos": [2]})] \
+        == ["text", "image", "multi_image", "video"]

@@ -32,7 +32,7 @@ def _write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def _pixel(ds: datasets.Dataset, i: int) -> tuple[int, int, int]:
-    img = ds[i]["image"]
+    img = ds[i]["images"][0]
     assert img.mode == "RGB"
     return img.getpixel((0, 0))
 
@@ -130,8 +130,8 @@ def test_parquet_with_bytes_and_column_mapping(tmp_path):
     assert train["task"] == ["freeform"] * 3 and train["qtype"] == ["exists", "count", "colour"]
     assert train["objects"] == [["green square"], [], ["x", "y"]]
     assert [_pixel(train, i) for i in range(3)] == [(10, 200, 10), (90, 90, 90), (1, 2, 3)]
-    raw = train.cast_column("image", datasets.Image(decode=False))["image"]
-    assert raw[0]["bytes"] == images[0]  # RGB PNG kept byte for byte; L/RGBA re-encoded as RGB
+    raw = train.cast_column("images", datasets.List(datasets.Image(decode=False)))["images"]
+    assert raw[0][0]["bytes"] == images[0]  # RGB PNG kept byte for byte; L/RGBA re-encoded as RGB
 
 
 def test_saved_shapes_round_trip_through_loader(tmp_path):

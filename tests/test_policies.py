@@ -13,7 +13,7 @@ from PIL import Image
 from policies.chat import FAST_PREFILL, render_prompt, to_multimodal_messages
 from policies.loading import PolicyConfig, PolicyError, load_policy, resolve_model_path
 from policies.scoring import HFScorer
-from policies.tokens import ImageTokenLayout
+from policies.tokens import MediaExpansion, banned_media_tokens
 from rollouts.types import ScoreRequest
 
 QUESTION = [{"role": "user", "content": "What colour is the circle?"}]
@@ -125,16 +125,18 @@ def test_chat_template_modes(policy):
 
 def test_image_tokens_line_up_with_processor(policy):
     _, processor = policy
-    layout = ImageTokenLayout.from_processor(processor)
-    text = render_prompt(processor, QUESTION, "fast", num_images=1)
-    ids = processor(text=[text], images=[[_image()]])["input_ids"][0]
-    n_image = sum(1 for t in ids if t == layout.image_token_id)
-    assert n_image == processor.image_seq_len == 16
-    start = ids.index(layout.image_token_id) - len(layout.prefix_ids)
-    assert tuple(ids[start : start + len(layout.prefix_ids)]) == layout.prefix_ids
-    collapsed, spans = layout.collapse(list(ids))
-    assert collapsed == processor.tokenizer(text, add_special_tokens=False)["input_ids"]
-    assert spans == [(start, len(ids) - len(collapsed))]
+    text = render_prompt(processor, QUESTION, "fast", num_images=2)
+    images = [_image(), _image((30, 30, 200))]
+    ids = [int(t) for t in processor(text=[text], images=[images])["input_ids"][0]]
+    image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
+    assert sum(1 for t in ids if t == image_id) == 2 * processor.image_seq_len == 32
+    expansion = MediaExpansion.probe(processor, images)
+    assert [len(e) for _, e in expansion.items] == [19, 19]  # fake, global-img, 16 x image, fake
+    assert expansion.collapse(ids + [7]) == processor.tokenizer(text, add_special_tokens=False)["input_ids"] + [7]
+    with pytest.raises(ValueError, match="found 1 of 2 media expansions"):
+        expansion.collapse(ids[: ids.index(image_id) + 19 + 5])  # cut inside the second image
+    banned = {processor.tokenizer.convert_ids_to_tokens(t) for t in banned_media_tokens(processor)}
+    assert banned == {"<image>", "<fake_token_around_image>", "<global-img>"}
 
 
 def test_multimodal_messages_checks_counts():
@@ -171,15 +173,14 @@ def test_hf_and_vllm_prompt_logprobs_agree(policy, vllm_llm):
     img = _image()
     text = render_prompt(processor, QUESTION, "deep", num_images=1) + "<think>a red circle</think>\n\nred"
     ids = [int(t) for t in processor(text=[text], images=[[img]])["input_ids"][0]]
-    layout = ImageTokenLayout.from_processor(processor)
-    collapsed, spans = layout.collapse(ids)
+    collapsed = MediaExpansion.probe(processor, [img]).collapse(ids)
     out = vllm_llm.generate(
         [TokensPrompt(prompt_token_ids=collapsed, multi_modal_data={"image": img})],
         SamplingParams(max_tokens=1, prompt_logprobs=0),
         use_tqdm=False,
     )[0]
     assert list(out.prompt_token_ids) == ids  # vLLM re-expanded the image exactly as the processor
-    start = spans[0][0] + 20  # score everything after the image
+    start = ids.index(processor.tokenizer.convert_tokens_to_ids("<image>")) + 18  # everything after the image
     v = [out.prompt_logprobs[i][ids[i]].logprob for i in range(start, len(ids))]
     hf = HFScorer(model, processor).score([ScoreRequest(ids, [img], start)])[0].logprobs
     diff = max(abs(a - b) for a, b in zip(v, hf, strict=True))

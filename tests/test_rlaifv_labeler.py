@@ -19,7 +19,7 @@ from rewards.rlaifv.labeler import (
     make_labeler,
     yes_no_probs,
 )
-from rl.data.shapes import Scene, SceneObject
+from rl.data.scenes import Scene, SceneObject
 from rollouts.types import ScoreResult
 
 # A fake tokenizer where "Yes" is two tokens; yes/no/No are one each.

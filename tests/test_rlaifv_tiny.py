@@ -12,7 +12,8 @@ from policies.media import forward_media
 from policies.scoring import HFScorer
 from rewards.rlaifv.claims import ShapesClaimSplitter
 from rewards.rlaifv.labeler import ANSWER_SUFFIX, LabelItem, ProbabilityLabeler
-from rl.data.shapes import describe, random_scene, render
+from rl.data.scenes import random_scene, render
+from rl.data.shapes_questions import describe
 
 
 @pytest.fixture(scope="module")

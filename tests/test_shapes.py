@@ -14,22 +14,14 @@ from PIL import Image
 import rl.data.shapes as shapes_mod
 from rl.configlib import ConfigError, FieldError, from_dict
 from rl.data.config import ShapesConfig
-from rl.data.shapes import (
-    COLOUR_RGB,
-    FEATURES,
-    SYNONYMS,
-    Scene,
-    corpus_text,
-    load_parquet,
-    make_shapes,
-    render,
-    save_parquet,
-)
+from rl.data.scenes import COLOUR_RGB, SYNONYMS, Scene, render
+from rl.data.shapes import FEATURES, corpus_text, load_parquet, make_shapes, save_parquet
 
 CANONICAL_COLUMNS = [
     "id",
     "image_id",
-    "image",
+    "images",
+    "videos",
     "question",
     "prompt",
     "task",
@@ -49,7 +41,7 @@ def shapes() -> datasets.DatasetDict:
 
 def _raw(ds: datasets.Dataset) -> datasets.Dataset:
     """The dataset with images as {"bytes", "path"} instead of PIL images."""
-    return ds.cast_column("image", datasets.Image(decode=False))
+    return ds.cast_column("images", datasets.List(datasets.Image(decode=False)))
 
 
 def _objects(scene_json: str) -> list[dict]:
@@ -114,7 +106,7 @@ def test_schema_and_columns(shapes):
     assert len(train) == 30 * 3 and len(shapes["heldout"]) == 12 * 3
     assert set(train["task"]) == {"short", "freeform", "description"}
     assert set(train["qtype"]) == {"colour", "count", "shape", "relation", "exists", "where", "describe"}
-    for row in train.remove_columns("image"):
+    for row in train.remove_columns(["images", "videos"]):
         assert row["prompt"] == [{"role": "user", "content": row["question"]}]
         assert row["reasoning"] and "<think>" not in row["reasoning"] and "</think>" not in row["reasoning"]
         task_of = {"where": "freeform", "describe": "description"}
@@ -124,7 +116,7 @@ def test_schema_and_columns(shapes):
 def test_answers_agree_with_scene(shapes):
     checked = set()
     for split in ("train", "heldout"):
-        for row in shapes[split].remove_columns("image"):
+        for row in shapes[split].remove_columns(["images", "videos"]):
             assert row["answer"] == _expected_answer(row), row
             assert row["objects"] == [_name(o) for o in _objects(row["scene"])]
             checked.add(row["qtype"])
@@ -134,7 +126,7 @@ def test_answers_agree_with_scene(shapes):
 def test_exists_and_relation_answers_are_balanced(shapes):
     rows = [
         r
-        for r in make_shapes(80, 0, 3, seed=3)["train"].remove_columns("image")
+        for r in make_shapes(80, 0, 3, seed=3)["train"].remove_columns(["images", "videos"])
         if r["qtype"] in ("exists", "relation")
     ]
     answers = [r["answer"] for r in rows]
@@ -143,7 +135,7 @@ def test_exists_and_relation_answers_are_balanced(shapes):
 
 
 def test_scene_constraints(shapes):
-    for row in shapes["train"].remove_columns("image"):
+    for row in shapes["train"].remove_columns(["images", "videos"]):
         scene = json.loads(row["scene"])
         objs = scene["objects"]
         assert 1 <= len(objs) <= 4
@@ -159,10 +151,10 @@ def test_scene_constraints(shapes):
 
 def test_pixels_match_object_colours(shapes):
     seen = {}
-    for row in shapes["train"].select_columns(["image_id", "image", "scene"]):
+    for row in shapes["train"].select_columns(["image_id", "images", "scene"]):
         seen.setdefault(row["image_id"], row)
     for row in seen.values():
-        img = row["image"].convert("RGB")
+        img = row["images"][0].convert("RGB")
         assert img.size == (64, 64)
         for o in _objects(row["scene"]):
             x0, y0, x1, y1 = o["box"]
@@ -202,7 +194,7 @@ def test_splits_never_share_an_image(monkeypatch):
         }
 
     def image_bytes(ds):
-        return {img["bytes"] for img in _raw(ds)["image"]}
+        return {imgs[0]["bytes"] for imgs in _raw(ds)["images"]}
 
     assert not signatures(dd["train"]) & signatures(dd["heldout"])
     assert not image_bytes(dd["train"]) & image_bytes(dd["heldout"])
@@ -216,8 +208,8 @@ def test_deterministic_and_seed_dependent():
     for split in ("train", "heldout"):
         assert a[split].data.table.equals(b[split].data.table)
         assert not a[split].data.table.equals(c[split].data.table)
-    assert _raw(a["train"])["image"] == _raw(b["train"])["image"]
-    assert _raw(a["train"])["image"] != _raw(c["train"])["image"]
+    assert _raw(a["train"])["images"] == _raw(b["train"])["images"]
+    assert _raw(a["train"])["images"] != _raw(c["train"])["images"]
 
 
 def test_parquet_round_trip(shapes, tmp_path):
@@ -228,7 +220,7 @@ def test_parquet_round_trip(shapes, tmp_path):
     for split in ("train", "heldout"):
         assert back[split].features == FEATURES
         assert back[split].data.table.equals(shapes[split].data.table)
-    img = back["train"][0]["image"]
+    img = back["train"][0]["images"][0]
     assert isinstance(img, Image.Image) and img.mode == "RGB"
 
 
@@ -249,7 +241,7 @@ def test_corpus_text():
 
 
 def test_synonyms_cover_vocabulary():
-    from rl.data.shapes import COLOURS, SHAPES
+    from rl.data.scenes import COLOURS, SHAPES
 
     assert set(SYNONYMS) == set(SHAPES) | set(COLOURS)
     assert all(SYNONYMS[w][0] == w for w in SYNONYMS)
@@ -285,7 +277,7 @@ def test_shapes_config_defaults_valid():
     cfg.validate()
     assert (cfg.num_train_images, cfg.num_heldout_images, cfg.questions_per_image) == (600, 100, 2)
     assert cfg.task_weights == {"short": 0.6, "freeform": 0.2, "description": 0.2}
-    decoded = Image.open(io.BytesIO(_raw(make_shapes(2, 0, 1)["train"])[0]["image"]["bytes"]))
+    decoded = Image.open(io.BytesIO(_raw(make_shapes(2, 0, 1)["train"])[0]["images"][0]["bytes"]))
     assert decoded.format == "PNG"
 
 
@@ -309,7 +301,7 @@ def test_rl_split_is_fresh_scenes_apart_from_train_and_heldout():
 
 @pytest.mark.parametrize("qtype", ["colour_count", "shape_count", "more", "neighbour"])
 def test_compositional_answers_follow_from_the_scene(qtype):
-    from rl.data.shapes import NEIGHBOUR_STEPS, RELATION_PHRASES
+    from rl.data.scenes import NEIGHBOUR_STEPS, RELATION_PHRASES
 
     ds = make_shapes(60, 0, 2, seed=6, task_weights={"short": 1.0}, short_qtypes=[qtype])["train"]
     # a scene that supports no question of the type falls back to a perception question
@@ -341,7 +333,7 @@ def test_compositional_answers_follow_from_the_scene(qtype):
 
 
 def test_tally_reasoning_states_the_counts_the_compositional_answers_need():
-    from rl.data.shapes import COLOURS, SHAPES
+    from rl.data.scenes import COLOURS, SHAPES
 
     kinds = ["colour_count", "shape_count", "more", "count", "colour", "relation"]
     tally = make_shapes(40, 0, 2, seed=5, task_weights={"short": 1.0}, short_qtypes=kinds, reasoning="tally")["train"]

@@ -13,7 +13,7 @@ import torch
 
 from policies.chat import FAST_PREFILL, render_prompt
 from policies.tiny import FAMILIES, build_tiny_model
-from rl.data.shapes import random_scene, render
+from rl.data.scenes import random_scene, render
 
 SPECIAL = {
     "idefics3": ["<image>", "<fake_token_around_image>", "<global-img>"],

@@ -39,7 +39,7 @@ def test_fast_and_deep_texts(sft, processor):
     assert eos == "<|im_end|>"
     for ex in sft:
         assert ex["completion"].endswith(eos) and ex["completion"].count(eos) == 1
-        assert ex["prompt"].count("<image>") == 1 and ex["image"] is not None
+        assert ex["prompt"].count("<image>") == 1 and len(ex["images"]) == 1 and ex["videos"] == []
         if ex["mode"] == "fast":
             assert ex["prompt"].endswith(FAST_PREFILL)
             assert THINK_OPEN not in ex["completion"] and THINK_CLOSE not in ex["completion"]
@@ -58,7 +58,7 @@ def test_prefill_is_not_trained(sft, processor):
     fast = [i for i, m in enumerate(sft["mode"]) if m == "fast"][:3]
     deep = [i for i, m in enumerate(sft["mode"]) if m == "deep"][:3]
     rows = [sft[i] for i in fast + deep]
-    batch = collator([{k: r[k] for k in ("prompt", "completion", "image")} for r in rows])
+    batch = collator([{k: r[k] for k in ("prompt", "completion", "images")} for r in rows])
     prefill = tok(FAST_PREFILL, add_special_tokens=False)["input_ids"]
     think_open = tok.convert_tokens_to_ids(THINK_OPEN)
     for i, row in enumerate(rows):
@@ -111,7 +111,7 @@ def _batch_loss(model_dir: str, rows) -> float:
     )
     with torch.no_grad():
         return float(
-            model(**collator([{k: r[k] for k in ("prompt", "completion", "image")} for r in rows])).loss
+            model(**collator([{k: r[k] for k in ("prompt", "completion", "images")} for r in rows])).loss
         )
 
 

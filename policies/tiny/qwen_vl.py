@@ -98,13 +98,14 @@ def build_processor(family: str, spec: QwenSpec, tokenizer):
 
         image = Qwen2VLImageProcessor(size=size, patch_size=14, merge_size=2, temporal_patch_size=2)
         video = Qwen2VLVideoProcessor(size=size, patch_size=14, merge_size=2, temporal_patch_size=2,
-                                      do_sample_frames=False)
+                                      do_sample_frames=False, cap_pixels_per_frame=True)
         return Qwen2_5_VLProcessor(image_processor=image, tokenizer=tokenizer, video_processor=video,
                                    chat_template=CHAT_TEMPLATE)
     from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
 
     image = Qwen2VLImageProcessor(size=size, patch_size=16, merge_size=2, temporal_patch_size=2)
-    video = Qwen3VLVideoProcessor(size=size, patch_size=16, merge_size=2, temporal_patch_size=2, do_sample_frames=False)
+    video = Qwen3VLVideoProcessor(size=size, patch_size=16, merge_size=2, temporal_patch_size=2, do_sample_frames=False,
+                                  cap_pixels_per_frame=True)
     return Qwen3VLProcessor(image_processor=image, tokenizer=tokenizer, video_processor=video,
                             chat_template=CHAT_TEMPLATE)
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from rewards.rlaifv.text import number_name, parse_number, plural_forms, sentences, strip_think, words
-from rl.data.shapes import COLOURS, RELATION_PHRASES, SHAPES, SYNONYMS
+from rl.data.scenes import COLOURS, RELATION_PHRASES, SHAPES, SYNONYMS
 
 ClaimKind = Literal["object", "attribute", "relation", "count", "other"]
 CLAIM_KINDS: tuple[str, ...] = ("object", "attribute", "relation", "count", "other")

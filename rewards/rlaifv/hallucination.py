@@ -99,7 +99,7 @@ def shapes_vocabulary() -> ObjectVocabulary:
     """The Shapes object vocabulary: "colour shape" objects plus bare shapes (cached)."""
     global _SHAPES_VOCAB
     if _SHAPES_VOCAB is None:
-        from rl.data.shapes import COLOURS, SHAPES, SYNONYMS
+        from rl.data.scenes import COLOURS, SHAPES, SYNONYMS
 
         synonyms: dict[str, list[str]] = {}
         parents: dict[str, str] = {}

@@ -35,8 +35,8 @@ from typing import Any, Protocol, runtime_checkable
 from rewards.common import images_key
 from rewards.rlaifv.claims import Claim, iter_subclaims
 from rewards.rlaifv.config import parse_labeler_spec
-from rl.data.shapes import Scene, SceneObject, relations
-from rollouts.types import ScoreRequest
+from rl.data.scenes import Scene, SceneObject, relations
+from rollouts.types import ScoreRequest, split_media
 
 ANSWER_SUFFIX = " Answer yes or no."
 YES_WORDS: tuple[str, ...] = ("yes", "Yes")
@@ -52,7 +52,7 @@ class LabelItem:
     """One claim to label, with what the labeler needs to see."""
 
     claim: Claim
-    images: list[Any] = field(default_factory=list)  # the prompt's images (PIL)
+    images: list[Any] = field(default_factory=list)  # the prompt's media: PIL images (and `Video`s)
     scene: str | None = None  # Shapes scene JSON (the oracle labeler's ground truth)
 
 
@@ -195,9 +195,14 @@ class ProbabilityLabeler:
         from policies.chat import encode_prompt
 
         tokenizer = getattr(processor, "tokenizer", processor)
+
+        def encode(messages: list[dict[str, Any]], media: list[Any], mode: str) -> list[int]:
+            images, videos = split_media(list(media))
+            return encode_prompt(processor, messages, images, mode, videos)
+
         return cls(
             scorer,
-            encode_prompt=lambda messages, images, mode: encode_prompt(processor, messages, images, mode),
+            encode_prompt=encode,
             encode_text=lambda text: list(tokenizer.encode(text, add_special_tokens=False)),
             **kwargs,
         )
@@ -230,13 +235,15 @@ class ProbabilityLabeler:
         for side, spellings in enumerate((yes, no)):
             for word, ids in spellings:
                 slots[side].append(len(requests))
+                pictures, videos = split_media(images)
                 requests.append(
                     ScoreRequest(
                         token_ids=prompt_ids + list(ids),
-                        images=images,
+                        images=pictures,
                         target_start=len(prompt_ids),
                         temperature=self.temperature,
                         request_id=f"label-{len(requests)}-{word}",
+                        videos=videos,
                     )
                 )
         return _Plan(slots[0], slots[1])

@@ -45,6 +45,14 @@ class ShapesConfig:
     # cell by cell; "tally" adds the count of every colour and shape after it, so a count of a
     # kind or a "more X than Y" answer can be read off the reasoning (rl.data.shapes._tally).
     reasoning: Literal["inventory", "tally"] = "inventory"
+    # Extra `short` rows with two images ("Which image has more circles, the first or the
+    # second?") and with a video ("Which way does the red circle move?": `video_frames` frames at
+    # `video_fps`), as a share of each split's image count (`rl.data.shapes_media`). 0 = none;
+    # the single-image rows are the same with or without them.
+    compare_share: float = 0.0
+    motion_share: float = 0.0
+    video_frames: int = 4
+    video_fps: float = 2.0
 
     def validate(self) -> None:
         for name in ("num_train_images", "num_heldout_images", "num_rl_images"):
@@ -65,6 +73,14 @@ class ShapesConfig:
                 raise FieldError(f"task_weights.{task}", f"must be a number >= 0, got {weight!r}")
         if sum(self.task_weights.values()) <= 0:
             raise FieldError("task_weights", "at least one task needs a positive weight")
+        for name in ("compare_share", "motion_share"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise FieldError(name, f"must be a number >= 0 (rows per image of a split), got {value!r}")
+        if self.video_frames < 2:
+            raise FieldError("video_frames", f"a motion needs at least 2 frames, got {self.video_frames}")
+        if not (self.video_fps > 0 and math.isfinite(self.video_fps)):
+            raise FieldError("video_fps", f"must be a positive number, got {self.video_fps}")
         if self.reasoning not in ("inventory", "tally"):
             raise FieldError("reasoning", f"{self.reasoning!r} is not 'inventory' or 'tally'")
         known = PERCEPTION_QTYPES + COMPOSE_QTYPES
@@ -85,7 +101,8 @@ class ColumnMap:
 
     question: str = "question"
     prompt: str | None = None  # conversational column: list of {"role", "content"} messages
-    image: str = "image"
+    image: str = "image"  # one image or a list of images per row (a multi-image prompt)
+    video: str | None = None  # a video per row: a file path, a list of frames or {"frames", "fps"}
     answer: str = "answer"
     task: str = "task"
     qtype: str | None = None
@@ -109,7 +126,11 @@ class DataConfig:
     eval_split: str = "heldout"  # "" = no evaluation split
     columns: ColumnMap = field(default_factory=ColumnMap)
     default_task: str = "short"
-    image_root: str = ""  # base folder for relative image paths ("" = the data file's folder)
+    image_root: str = ""  # base folder for relative image and video paths ("" = the data file's folder)
+    # Video files are decoded (OpenCV) into this many frames at even spacing; a video given as a
+    # list of frames without an fps is taken to run at `video_fps`.
+    video_frames: int = 8
+    video_fps: float = 2.0
     on_bad_row: Literal["error", "skip"] = "error"
     max_train: int | None = None
     max_eval: int | None = None
@@ -124,6 +145,10 @@ class DataConfig:
             raise FieldError("default_task", f"{self.default_task!r} is not one of {', '.join(TASKS)}")
         if self.on_bad_row not in ("error", "skip"):
             raise FieldError("on_bad_row", f"{self.on_bad_row!r} is not 'error' or 'skip'")
+        if self.video_frames < 2:
+            raise FieldError("video_frames", f"must be at least 2, got {self.video_frames}")
+        if not (self.video_fps > 0 and math.isfinite(self.video_fps)):
+            raise FieldError("video_fps", f"must be a positive number, got {self.video_fps}")
         for name in ("max_train", "max_eval"):
             value = getattr(self, name)
             if value is not None and value < 0:

@@ -11,7 +11,6 @@ always fatal: they mean the column mapping is wrong, not that a row is).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import re
@@ -23,9 +22,9 @@ from typing import Any
 
 import datasets
 import pyarrow.parquet as pq
-from PIL import Image
 
 from rl.data.config import TASKS, ColumnMap, DataConfig
+from rl.data.media_io import BadRow, MediaReader
 from rl.data.shapes import FEATURES, empty_dataset, make_shapes
 
 logger = logging.getLogger(__name__)
@@ -34,9 +33,6 @@ DATA_SUFFIXES = (".parquet", ".jsonl", ".json")
 # Suffixes that mark a source string as a local path even when nothing exists there, so a
 # typo'd file name fails with "does not exist" instead of a confusing hub lookup.
 _FILE_LIKE_SUFFIXES = DATA_SUFFIXES + (".csv", ".tsv", ".arrow", ".txt", ".zip", ".gz", ".tar")
-# Formats kept byte-for-byte when the image is already RGB; anything else is re-encoded as PNG
-# so every image in a loaded dataset decodes to an RGB PIL image.
-_KEEP_FORMATS = ("PNG", "JPEG", "WEBP")
 # LLaVA-style data puts an image placeholder in the text; the chat renderer adds its own.
 _IMAGE_TOKEN = re.compile(r"<image>\s*")
 _ROW_HINT = "Fix that row, or set data.on_bad_row=skip to drop such rows."
@@ -44,16 +40,6 @@ _ROW_HINT = "Fix that row, or set data.on_bad_row=skip to drop such rows."
 
 class DataError(ValueError):
     """Bad input data; the message names the file, row and column, and what to do."""
-
-
-class _BadRow(Exception):
-    """One row is unusable; `reason` is the key counted in `LoadedData.skipped`."""
-
-    def __init__(self, reason: str, column: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-        self.column = column
-        self.message = message
 
 
 @dataclass
@@ -86,7 +72,8 @@ def load_data(cfg: DataConfig) -> LoadedData:
         return _load_shapes(cfg)
     train_sources, eval_sources = _resolve_sources(cfg)
     skipped: Counter[str] = Counter()
-    reader = _ImageReader(Path(cfg.image_root).expanduser() if cfg.image_root else None)
+    reader = MediaReader(Path(cfg.image_root).expanduser() if cfg.image_root else None, cfg.video_frames,
+                         cfg.video_fps)
     train = _build_split(cfg, "train", train_sources, cfg.max_train, reader, skipped)
     if eval_sources:
         evals = _build_split(cfg, "eval", eval_sources, cfg.max_eval, reader, skipped)
@@ -261,8 +248,11 @@ def _hub_sources(cfg: DataConfig) -> tuple[list[_Source], list[_Source]]:
     def source(split: str) -> _Source:
         ds = dd[split]
         # Keep the original encoded bytes instead of decoding to PIL and re-encoding.
-        if isinstance(ds.features.get(cfg.columns.image), datasets.Image):
+        feature = ds.features.get(cfg.columns.image)
+        if isinstance(feature, datasets.Image):
             ds = ds.cast_column(cfg.columns.image, datasets.Image(decode=False))
+        elif isinstance(feature, datasets.List) and isinstance(feature.feature, datasets.Image):
+            ds = ds.cast_column(cfg.columns.image, datasets.List(datasets.Image(decode=False)))
         return _Source(f"{cfg.source}[{split}]", list(ds.column_names), lambda: iter(ds), Path.cwd())
 
     evals = [source(cfg.eval_split)] if cfg.eval_split in dd else []
@@ -288,9 +278,19 @@ def _column_plan(cm: ColumnMap, src: _Source) -> dict[str, str | None]:
             )
         return column
 
+    # Media: `columns.image` holds one image or a list; `columns.video` one video. Data in the
+    # canonical schema (save_parquet) carries `images` / `videos` lists instead.
+    video = need("video", cm.video) if cm.video is not None else ("videos" if "videos" in present else None)
+    if cm.image in present:
+        image: str | None = cm.image
+    elif cm.image == "image" and "images" in present:
+        image = "images"
+    else:
+        image = None if video else need("image", cm.image)
     plan: dict[str, str | None] = {
         "prompt": need("prompt", cm.prompt) if cm.prompt is not None else None,
-        "image": need("image", cm.image),
+        "image": image,
+        "video": video,
         "answer": need("answer", cm.answer),
         # The task column is optional by design: absent means data.default_task.
         "task": cm.task if cm.task in present else None,
@@ -315,7 +315,7 @@ def _build_split(
     split: str,
     sources: list[_Source],
     limit: int | None,
-    reader: _ImageReader,
+    reader: MediaReader,
     skipped: Counter[str],
 ) -> datasets.Dataset:
     out: dict[str, list] = {name: [] for name in FEATURES}
@@ -327,7 +327,7 @@ def _build_split(
                 break
             try:
                 row = _convert_row(raw, plan, cfg.default_task, src, reader)
-            except _BadRow as bad:
+            except BadRow as bad:
                 if cfg.on_bad_row == "error":
                     raise DataError(
                         f"{src.label}: row {index} (counting from 0), column '{bad.column}': "
@@ -348,9 +348,9 @@ def _build_split(
 
 
 def _convert_row(
-    raw: Mapping[str, Any], plan: dict[str, str | None], default_task: str, src: _Source, reader: _ImageReader
+    raw: Mapping[str, Any], plan: dict[str, str | None], default_task: str, src: _Source, reader: MediaReader
 ) -> dict[str, Any]:
-    """One user row -> one canonical row; raises _BadRow naming the offending column."""
+    """One user row -> one canonical row; raises BadRow naming the offending column."""
     task = _task(raw, plan["task"], default_task)
     prompt = _prompt(raw.get(plan["prompt"]), plan["prompt"]) if plan["prompt"] else None
     if plan["question"]:
@@ -358,14 +358,16 @@ def _convert_row(
     else:  # question comes from the prompt's last user message
         question = next(m["content"] for m in reversed(prompt) if m["role"] == "user" and m["content"])
     if not question:
-        raise _BadRow("empty_question", plan["question"] or "", "the question is empty")
-    image = reader.read(raw.get(plan["image"]), plan["image"], src.base_dir)
+        raise BadRow("empty_question", plan["question"] or "", "the question is empty")
+    images, videos = _media(raw, plan, src, reader)
+    first = images[0] if images else videos[0]["frames"][0]
     qtype = _text(raw.get(plan["qtype"]), plan["qtype"]).strip() if plan["qtype"] else ""
     return {
         "id": _text(raw.get(plan["id"]), "id").strip() if plan["id"] else "",
         "image_id": (_text(raw.get(plan["image_id"]), "image_id").strip() if plan["image_id"] else "")
-        or f"img-{hashlib.sha1(image).hexdigest()[:12]}",
-        "image": {"bytes": image, "path": None},
+        or f"img-{hashlib.sha1(first).hexdigest()[:12]}",
+        "images": [{"bytes": b, "path": None} for b in images],
+        "videos": [{"frames": [{"bytes": b, "path": None} for b in v["frames"]], "fps": v["fps"]} for v in videos],
         "question": question,
         "prompt": prompt or [{"role": "user", "content": question}],
         "task": task,
@@ -377,12 +379,37 @@ def _convert_row(
     }
 
 
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, (str, list, tuple)) and not len(value))
+
+
+def _media(raw: Mapping[str, Any], plan: dict[str, str | None], src: _Source,
+           reader: MediaReader) -> tuple[list[bytes], list[dict[str, Any]]]:
+    """(image bytes, videos) of one row; a row needs at least one image or video."""
+    videos: list[dict[str, Any]] = []
+    column = plan["video"]
+    if column and not _empty(raw.get(column)):
+        value = raw.get(column)
+        items = value if column == "videos" else [value]  # canonical rows hold a list of videos
+        videos = [reader.read_video(v, column, src.base_dir) for v in items]
+    column = plan["image"]
+    value = raw.get(column) if column else None
+    if column is None or (_empty(value) and (videos or column == "images")):
+        images = []  # a video-only row (an empty canonical image list is checked below)
+    else:
+        images = reader.read_images(value, column, src.base_dir)
+    if not images and not videos:
+        raise BadRow("missing_image", plan["image"] or plan["video"] or "image",
+                     "the row has no image and no video; every row needs at least one")
+    return images, videos
+
+
 def _text(value: Any, column: str) -> str:
     if value is None:
         return ""
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
-    raise _BadRow("bad_value", column, f"expected text, got {type(value).__name__}: {value!r:.80}")
+    raise BadRow("bad_value", column, f"expected text, got {type(value).__name__}: {value!r:.80}")
 
 
 def _clean(text: str) -> str:
@@ -393,7 +420,7 @@ def _task(raw: Mapping[str, Any], column: str | None, default_task: str) -> str:
     value = raw.get(column) if column else None
     task = str(value).strip().lower() if value is not None and str(value).strip() else default_task
     if task not in TASKS:
-        raise _BadRow(
+        raise BadRow(
             "unknown_task",
             column or "task",
             f"unknown task {value!r}; valid tasks: {', '.join(TASKS)} (without a task column "
@@ -409,7 +436,7 @@ def _answer(value: Any, column: str) -> str:
         value = value[0]  # VQA-style lists of reference answers: the first is the reference
     text = _text(value, column).strip()
     if not text:
-        raise _BadRow("empty_answer", column, "the answer is empty; every row needs a reference answer")
+        raise BadRow("empty_answer", column, "the answer is empty; every row needs a reference answer")
     return text
 
 
@@ -424,7 +451,7 @@ def _content_text(content: Any, column: str) -> str:
             if isinstance(b, str) or (isinstance(b, Mapping) and b.get("type", "text") == "text")
         ]
         return _clean(" ".join(p for p in parts if p))
-    raise _BadRow(
+    raise BadRow(
         "bad_prompt", column, f"message content must be text or a list of blocks, got {content!r:.80}"
     )
 
@@ -436,14 +463,14 @@ def _prompt(value: Any, column: str) -> list[dict[str, str]]:
         except json.JSONDecodeError:
             pass
     if not isinstance(value, (list, tuple)) or not value:
-        raise _BadRow("bad_prompt", column, "expected a list of {'role', 'content'} messages")
+        raise BadRow("bad_prompt", column, "expected a list of {'role', 'content'} messages")
     messages = []
     for m in value:
         if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
-            raise _BadRow("bad_prompt", column, f"each message needs 'role' and 'content', got {m!r:.80}")
+            raise BadRow("bad_prompt", column, f"each message needs 'role' and 'content', got {m!r:.80}")
         messages.append({"role": str(m["role"]), "content": _content_text(m["content"], column)})
     if not any(m["role"] == "user" and m["content"] for m in messages):
-        raise _BadRow("bad_prompt", column, "the conversation has no user message with text")
+        raise BadRow("bad_prompt", column, "the conversation has no user message with text")
     return messages
 
 
@@ -456,11 +483,11 @@ def _objects(value: Any, column: str) -> list[str]:
             try:
                 value = json.loads(text)
             except json.JSONDecodeError:
-                raise _BadRow("bad_objects", column, f"not a valid JSON list: {text!r:.80}") from None
+                raise BadRow("bad_objects", column, f"not a valid JSON list: {text!r:.80}") from None
         else:
             value = text.split(",")
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise _BadRow("bad_objects", column, f"expected a list of object names, got {value!r:.80}")
+        raise BadRow("bad_objects", column, f"expected a list of object names, got {value!r:.80}")
     return [v.strip() for v in value if v.strip()]
 
 
@@ -468,88 +495,3 @@ def _scene(value: Any) -> str:
     if value is None:
         return ""
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-
-
-# ----------------------------------------------------------------------------- images
-
-
-class _ImageReader:
-    """Reads and verifies images from paths, bytes, {"bytes", "path"} dicts or PIL images.
-
-    Returns encoded bytes that decode to an RGB image. Paths are cached because datasets often
-    ask several questions about one image.
-    """
-
-    def __init__(self, image_root: Path | None):
-        self.image_root = image_root
-        self._by_path: dict[Path, bytes | _BadRow] = {}
-
-    def read(self, value: Any, column: str, base_dir: Path) -> bytes:
-        if isinstance(value, Image.Image):
-            return _png(value.convert("RGB"))
-        if isinstance(value, Mapping):
-            data, path = value.get("bytes"), value.get("path")
-            value = data if data else path
-        if isinstance(value, (bytes, bytearray, memoryview)) and len(value):
-            return _verified(bytes(value), column, "the image bytes")
-        if isinstance(value, str) and value.strip():
-            return self._read_path(value.strip(), column, base_dir)
-        if value is None or (isinstance(value, (str, bytes, bytearray, memoryview)) and not len(value)):
-            raise _BadRow("missing_image", column, "the image is empty; every row needs an image")
-        raise _BadRow(
-            "bad_image",
-            column,
-            f"cannot use a {type(value).__name__} as an image; "
-            "give a file path, bytes or a {'bytes', 'path'} dict",
-        )
-
-    def _read_path(self, text: str, column: str, base_dir: Path) -> bytes:
-        path = Path(text).expanduser()
-        base = self.image_root or base_dir
-        if not path.is_absolute():
-            path = base / path
-        if path not in self._by_path:
-            try:
-                self._by_path[path] = self._load(path, column, base)
-            except _BadRow as bad:
-                self._by_path[path] = bad  # the same broken file fails every row that uses it
-        cached = self._by_path[path]
-        if isinstance(cached, _BadRow):
-            raise _BadRow(cached.reason, column, cached.message)
-        return cached
-
-    def _load(self, path: Path, column: str, base: Path) -> bytes:
-        if not path.is_file():
-            raise _BadRow(
-                "image_not_found",
-                column,
-                f"image file {path} does not exist (relative paths resolve against {base}; "
-                "set data.image_root to change that)",
-            )
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise _BadRow("bad_image", column, f"cannot read image file {path} ({exc})") from None
-        return _verified(data, column, f"image file {path}")
-
-
-def _verified(data: bytes, column: str, what: str) -> bytes:
-    """Check that `data` is a whole, decodable image; re-encode as PNG unless already RGB
-    PNG/JPEG/WEBP."""
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.verify()  # structural check (bad chunks, CRCs) without decoding pixels
-        with Image.open(io.BytesIO(data)) as img:
-            fmt, mode = img.format, img.mode
-            rgb = img.convert("RGB")  # full decode: catches truncated pixel data
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError... for bad data
-        raise _BadRow("bad_image", column, f"cannot decode {what} as an image ({exc})") from None
-    if mode == "RGB" and fmt in _KEEP_FORMATS:
-        return data
-    return _png(rgb)
-
-
-def _png(img: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()

@@ -164,6 +164,15 @@ def make_anchor(ctx: RunContext, processor: Any) -> Any:
     return SFTAnchor(dataset, processor, gcfg.sft_coef, gcfg.sft_batch_size, ctx.cfg.seed)
 
 
+def sampler_parity_bound(engine: Any) -> float:
+    """The parity monitor's bound for the dtype the engine samples in (the loosest of its actors)."""
+    from policies.families import parity_bound
+
+    health = engine.health()
+    dtypes = [h.get("dtype", "float32") for h in (health if isinstance(health, list) else [health])]
+    return max(parity_bound(d) for d in dtypes)
+
+
 def make_trainer(setup: GRPOSetup, args: Any, engine: Any, callbacks: list[Any] | None = None) -> Any:
     """The HybridGRPOTrainer of `setup` (TRL args from `grpo_args`), sampling through `engine`."""
     from rl.grpo_trainer import HybridGRPOTrainer, precomputed_reward
@@ -177,6 +186,7 @@ def make_trainer(setup: GRPOSetup, args: Any, engine: Any, callbacks: list[Any] 
         sampler=setup.sampler,
         pool=engine,
         anchor=setup.anchor,
+        parity_bound=sampler_parity_bound(engine),
         callbacks=callbacks,
     )
 
@@ -217,12 +227,14 @@ def precompute_debias(suite: Any, rows: Any, processor: Any) -> int:
     """Fill RLPR's r' cache from the initial policy for every (prompt, reference) of `rows`."""
     from policies.chat import encode_prompt
     from rewards.rlpr import DebiasRow
+    from rl.data.rows import row_images, row_videos
 
     items = []
     for i in range(len(rows)):
         row = rows[i]
         if row["task"] == "short":
             continue
-        ids = encode_prompt(processor, list(row["prompt"]), [row["image"]], "deep")
-        items.append(DebiasRow(ids, row["answer"], [row["image"]], "deep"))
+        images, videos = row_images(row), row_videos(row)
+        ids = encode_prompt(processor, list(row["prompt"]), images, "deep", videos)
+        items.append(DebiasRow(ids, row["answer"], images + videos, "deep"))
     return sum(r.precompute(items) for r in suite.rlpr_rewards())

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rl.context import RunContext
 
-from rollouts.types import RolloutRequest, SamplingSettings, ScoreRequest
+from rl.data.rows import row_images, row_request, row_videos
+from rollouts.types import SamplingSettings, ScoreRequest
 
 
 def _chair(engine: Any, rows: list[dict[str, Any]], mode: str, seed: int) -> dict[str, Any]:
@@ -31,7 +32,7 @@ def _chair(engine: Any, rows: list[dict[str, Any]], mode: str, seed: int) -> dic
     from rewards.verifiers import extract_answer
 
     greedy = SamplingSettings(temperature=0.0, seed=seed)
-    outs = engine.generate([RolloutRequest(f"chair-{r['id']}", list(r["prompt"]), [r["image"]], mode, 1, greedy) for r in rows])
+    outs = engine.generate([row_request(r, f"chair-{r['id']}", mode, 1, greedy) for r in rows])
     texts = [extract_answer(o.completions[0].text) if o.ok and o.completions else "" for o in outs]
     return chair_metrics(texts, [list(r["objects"]) for r in rows])
 
@@ -77,7 +78,7 @@ def best_of_n_eval(engine: Any, ref_scorer: Any, rows: list[dict[str, Any]], cfg
 
     n = cfg.best_of_n_samples
     sampling = SamplingSettings(temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=seed)
-    reqs = [RolloutRequest(f"bon-{r['id']}", list(r["prompt"]), [r["image"]], cfg.mode, n, sampling) for r in rows]
+    reqs = [row_request(r, f"bon-{r['id']}", cfg.mode, n, sampling) for r in rows]
     outs = engine.generate(reqs)
     kept: list[tuple[dict[str, Any], Any]] = []
     for row, ro in zip(rows, outs, strict=True):
@@ -88,7 +89,8 @@ def best_of_n_eval(engine: Any, ref_scorer: Any, rows: list[dict[str, Any]], cfg
         prompt = list(ro.prompt_ids)
         for k, comp in enumerate(ro.completions):
             score_reqs.append(
-                ScoreRequest(prompt + list(comp.completion_ids), [row["image"]], len(prompt), 1.0, f"bon-{row['id']}-{k}")
+                ScoreRequest(prompt + list(comp.completion_ids), row_images(row), len(prompt), 1.0, f"bon-{row['id']}-{k}",
+                             row_videos(row))
                 if prompt else None
             )
     policy_lps, policy_failed = _scored_logprobs(engine, score_reqs)
@@ -116,7 +118,7 @@ def best_of_n_eval(engine: Any, ref_scorer: Any, rows: list[dict[str, Any]], cfg
 
 def _sample(engine: Any, rows: list[dict[str, Any]], cfg: Any, rnd: int) -> list[Any]:
     sampling = SamplingSettings(temperature=cfg.temperature, max_tokens=cfg.max_tokens, seed=cfg.seed + rnd)
-    reqs = [RolloutRequest(f"rlaifv-{rnd}-{r['id']}", list(r["prompt"]), [r["image"]], cfg.mode, cfg.n_samples, sampling) for r in rows]
+    reqs = [row_request(r, f"rlaifv-{rnd}-{r['id']}", cfg.mode, cfg.n_samples, sampling) for r in rows]
     return engine.generate(reqs)
 
 
@@ -163,7 +165,7 @@ def build_round_pairs(engine: Any, processor: Any, rows: list[dict[str, Any]], c
             claims = splitter.split(text, str(row["id"]), k)
             responses[str(row["id"])].append((k, text, claims))
             for c in claims:
-                items.append(LabelItem(c, [row["image"]], row.get("scene")))
+                items.append(LabelItem(c, row_images(row) + row_videos(row), row.get("scene")))
                 owners.append((str(row["id"]), k))
     lab_engine, lab_processor = labeler_scorer or (engine, processor)
     if cfg.labeler == "oracle":
@@ -202,26 +204,29 @@ def build_round_pairs(engine: Any, processor: Any, rows: list[dict[str, Any]], c
 
 
 def pairs_dataset(pairs: list[Any], rows_by_id: dict[str, dict[str, Any]], processor: Any, mode: str):
-    """TRL DPO rows (text prompt in `mode` with the image placeholder, chosen/rejected + eos, images)."""
+    """TRL DPO rows (text prompt in `mode` with the media placeholders, chosen/rejected + eos, images
+    and videos)."""
     import datasets
 
     from policies.chat import render_prompt
+    from rl.data.shapes import FEATURES
 
     eos = processor.tokenizer.eos_token or ""
     records = []
     for p in pairs:
         row = rows_by_id[p.prompt_id]
         extra = p.to_row()
+        images, videos = row_images(row), row.get("videos") or []
         records.append({
-            "prompt": render_prompt(processor, list(row["prompt"]), mode, 1),
-            "chosen": p.chosen + eos, "rejected": p.rejected + eos, "images": [row["image"]],
+            "prompt": render_prompt(processor, list(row["prompt"]), mode, len(images), len(videos)),
+            "chosen": p.chosen + eos, "rejected": p.rejected + eos, "images": images, "videos": videos,
             "prompt_id": p.prompt_id, "chosen_score": p.chosen_score, "rejected_score": p.rejected_score,
             "chosen_claims": [c.text for c in p.chosen_claims], "rejected_claims": [c.text for c in p.rejected_claims],
             "chosen_verdicts": list(extra.get("chosen_verdicts", [])), "rejected_verdicts": list(extra.get("rejected_verdicts", [])),
         })  # fmt: skip
     features = datasets.Features({
         "prompt": datasets.Value("string"), "chosen": datasets.Value("string"), "rejected": datasets.Value("string"),
-        "images": datasets.Sequence(datasets.Image()), "prompt_id": datasets.Value("string"),
+        "images": datasets.Sequence(datasets.Image()), "videos": FEATURES["videos"], "prompt_id": datasets.Value("string"),
         "chosen_score": datasets.Value("int64"), "rejected_score": datasets.Value("int64"),
         "chosen_claims": datasets.Sequence(datasets.Value("string")), "rejected_claims": datasets.Sequence(datasets.Value("string")),
         "chosen_verdicts": datasets.Sequence(datasets.Value("string")), "rejected_verdicts": datasets.Sequence(datasets.Value("string")),
@@ -235,6 +240,7 @@ def dpo_update(ctx: RunContext, model: Any, processor: Any, dataset: Any, rnd: i
     from trl import DPOConfig, DPOTrainer
 
     from rl.config import check_trl_kwargs
+    from rl.media_collators import with_videos
 
     dcfg = ctx.cfg.rlaifv.dpo
     check_trl_kwargs(DPOConfig, dcfg.trl, "rlaifv.dpo.trl")
@@ -249,6 +255,7 @@ def dpo_update(ctx: RunContext, model: Any, processor: Any, dataset: Any, rnd: i
     stop = StopOnRequest(ctx.out, save=False)  # the RLAIF-V stage restarts on resume
     trainer = DPOTrainer(model=model, args=DPOConfig(**kwargs), train_dataset=dataset, processing_class=processor,
                          callbacks=[stop])
+    trainer.data_collator = with_videos(trainer.data_collator)  # video prompts' frames reach the processor
     trainer.train()
     stop.raise_if_stopped(f"RLAIF-V round {rnd} DPO")
     return {"steps": trainer.state.global_step, "log": trainer.state.log_history}
