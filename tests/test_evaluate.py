@@ -20,9 +20,9 @@ def test_token_f1_gives_partial_credit_and_exact_answers_one():
 
 def test_evaluate_scores_each_mode_with_exact_match_and_f1():
     rows = [
-        {"id": "a", "prompt": [{"role": "user", "content": "q1"}], "image": None, "task": "freeform",
+        {"id": "a", "prompt": [{"role": "user", "content": "q1"}], "images": [], "task": "freeform",
          "answer": "to the left of the red circle", "qtype": None},
-        {"id": "b", "prompt": [{"role": "user", "content": "q2"}], "image": None, "task": "short", "answer": "yes", "qtype": "yesno"},
+        {"id": "b", "prompt": [{"role": "user", "content": "q2"}], "images": [], "task": "short", "answer": "yes", "qtype": "yesno"},
     ]
     answers = {("a", "deep"): "<think>x</think>\n\nto the left of the red circle",
                ("a", "fast"): "to the left of the blue square", ("b", "deep"): "<think>y</think>\n\nno", ("b", "fast"): "yes"}

@@ -14,7 +14,7 @@ from rollouts.types import SamplingSettings
 
 
 def _rows(prefix: str, n: int, answer: str = "yes"):
-    return [{"id": f"{prefix}{i}", "prompt": [{"role": "user", "content": f"q{i}?"}], "image": None,
+    return [{"id": f"{prefix}{i}", "prompt": [{"role": "user", "content": f"q{i}?"}], "images": [],
              "answer": answer, "task": "short", "qtype": "exists", "objects": []} for i in range(n)]
 
 

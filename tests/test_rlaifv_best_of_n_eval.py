@@ -80,7 +80,7 @@ class _RefScorer:
 
 def _rows(n: int):
     img = Image.new("RGB", (8, 8))
-    return [{"id": f"h{i}", "prompt": [{"role": "user", "content": "Describe the image."}], "image": img,
+    return [{"id": f"h{i}", "prompt": [{"role": "user", "content": "Describe the image."}], "images": [img],
              "objects": ["red circle"]} for i in range(n)]  # fmt: skip
 
 

@@ -21,8 +21,8 @@ def test_rlpr_scores_agree_between_actor_and_trainer(rollout_pool, tiny_model_di
         for mode, completion in (("deep", f"<think>{r['reasoning']}</think>\n\n{r['answer']}"), ("fast", "left")):
             completions.append(completion)
             refs.append(r["answer"])
-            prompt_ids.append(encode_prompt(processor, list(r["prompt"]), [r["image"]], mode))
-            images.append([r["image"]])
+            prompt_ids.append(encode_prompt(processor, list(r["prompt"]), list(r["images"]), mode))
+            images.append(list(r["images"]))
             modes.append(mode)
     scores = {}
     for name, scorer in (("actor", rollout_pool), ("trainer", HFScorer(model.eval(), processor))):

@@ -165,7 +165,7 @@ def test_actor_killed_before_an_rlaifv_labelling_batch_gives_the_same_labels(rol
     processor = load_processor(tiny_model_dir)
     rows = [r for r in shapes_small["train"] if r["task"] == "description"][:6]
     splitter = ShapesClaimSplitter()
-    items = [LabelItem(c, [r["image"]], r["scene"]) for r in rows for c in splitter.split(r["answer"], r["id"], 0)]
+    items = [LabelItem(c, list(r["images"]), r["scene"]) for r in rows for c in splitter.split(r["answer"], r["id"], 0)]
     assert len(items) >= 6
     labeler = ProbabilityLabeler.from_processor(rollout_pool, processor, source="self")
     clean = labeler.label(items)
