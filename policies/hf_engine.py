@@ -109,7 +109,7 @@ class HFEngine:
         return version
 
     def health(self) -> dict[str, Any]:
-        return {"ok": True, "version": self.version, "backend": "hf"}
+        return {"ok": True, "version": self.version, "backend": "hf", "banned": [t[0] for t in self.banned]}
 
     def sync_from_model(self, model: Any):
         """Mirror the pool's API: copy the trainable weights of `model` (no-op when it is ours)."""

@@ -14,6 +14,8 @@ optimizer step) and changes three things:
   arguments of its rows from `policies.media.forward_media`, built from the same images and
   videos the engines sampled with and mapped onto the exact prompt ids; a per-sample media list
   travels in the batch (`media`) so TRL's shuffle and split keep it aligned;
+- completions are scored under the engines' ban on media markup tokens (`banned_logit_bias`), so
+  trainer and sampler compute log-probs of one distribution;
 - TRL's vLLM importance-sampling path is enabled on our sampler log-probs, which also logs the
   trainer-vs-sampler log-prob gap (`sampling/sampling_logp_difference/*`); the parity monitor
   (`parity_gaps`) logs the largest per-token gap by kind of prompt (`parity/<kind>/max`: text,
@@ -26,6 +28,8 @@ completions drop special tokens), and reach TRL through the `precomputed_reward`
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from trl import GRPOTrainer
@@ -105,10 +109,36 @@ def check_prompt_alignment(processor: Any, groups: list[Group]) -> None:
             raise RuntimeError(f"prompt {g.row['id']} ({g.mode}): actor prompt ids differ from the trainer's tokenization")
 
 
+BANNED_LOGIT_BIAS = -100.0  # what the engines add to the logits of tokens they never sample
+
+
+@contextmanager
+def banned_logit_bias(model: Any, token_ids: list[int]) -> Iterator[None]:
+    """Score under the engines' ban: while inside, the LM head carries a frozen bias of
+    `BANNED_LOGIT_BIAS` on `token_ids` (TRL's fused log-prob kernel adds the head's bias to every
+    logit tile), so the trainer's log-probs are those of the distribution the engines sampled
+    from. Without it every completion token differs from the sampler's by the banned tokens' mass
+    (about 5e-3 per token on the tiny random models). A head with a bias of its own is left alone."""
+    import torch
+
+    head = model.get_output_embeddings() if token_ids else None
+    if head is None or getattr(head, "bias", False) is not None:
+        yield
+        return
+    bias = torch.zeros(head.weight.shape[0], dtype=head.weight.dtype, device=head.weight.device)
+    bias[torch.tensor(token_ids, device=bias.device)] = BANNED_LOGIT_BIAS
+    head.bias = torch.nn.Parameter(bias, requires_grad=False)
+    try:
+        yield
+    finally:
+        head.bias = None
+
+
 class HybridGRPOTrainer(GRPOTrainer):
     def __init__(self, *args: Any, sampler: GroupSampler, pool: Any, anchor: Any = None, parity_bound: float = 1e-4,
-                 **kwargs: Any):
+                 banned_token_ids: list[int] | None = None, **kwargs: Any):
         self.sampler = sampler
+        self.banned_token_ids = list(banned_token_ids or [])  # never sampled: scored under the same ban
         self.anchor = anchor  # rl.sft_anchor.SFTAnchor or None
         self.parity_bound = parity_bound  # per-token gap the sampler's dtype allows (policies.families)
         self.parity_warned: set[str] = set()
@@ -190,7 +220,7 @@ class HybridGRPOTrainer(GRPOTrainer):
                 inputs["output_router_logits"] = True
             labels = ids.masked_fill(mask == 0, -100)
             labels[:, :-logits_to_keep] = -100  # only completion tokens are scored
-            with self.accelerator.autocast():
+            with self.accelerator.autocast(), banned_logit_bias(self.accelerator.unwrap_model(model), self.banned_token_ids):
                 out = model(**inputs, labels=labels, fused_lm_head=True)
             logps.append(out.log_probs[:, -logits_to_keep:])
             if compute_entropy:

@@ -223,7 +223,7 @@ class VLLMEngine:
 
     def health(self) -> dict[str, Any]:
         return {"ok": True, "version": self.version, "name": self.name, "pid": os.getpid(), "last_apply_s": self.last_apply_s,
-                "dtype": self.dtype, "video": self.video}
+                "dtype": self.dtype, "video": self.video, "banned": sorted(self.banned)}
 
     # ----------------------------------------------------------------- NCCL (GPU) weight transfer
     # Called by rollouts.weight_sync.ActorSyncClient; the engine must have been built with

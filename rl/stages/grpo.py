@@ -164,19 +164,24 @@ def make_anchor(ctx: RunContext, processor: Any) -> Any:
     return SFTAnchor(dataset, processor, gcfg.sft_coef, gcfg.sft_batch_size, ctx.cfg.seed)
 
 
-def sampler_parity_bound(engine: Any) -> float:
-    """The parity monitor's bound for the dtype the engine samples in (the loosest of its actors)."""
+def sampler_contract(engine: Any) -> tuple[float, list[int]]:
+    """What the trainer must know of how the engine samples: the parity monitor's bound for the
+    dtype it samples in (the loosest of its actors) and the token ids it never samples (media
+    markup; the trainer scores completions under the same ban, so both sides compute the log-probs
+    of one policy)."""
     from policies.families import parity_bound
 
     health = engine.health()
-    dtypes = [h.get("dtype", "float32") for h in (health if isinstance(health, list) else [health])]
-    return max(parity_bound(d) for d in dtypes)
+    actors = health if isinstance(health, list) else [health]
+    banned = sorted({int(t) for h in actors for t in h.get("banned", [])})
+    return max(parity_bound(h.get("dtype", "float32")) for h in actors), banned
 
 
 def make_trainer(setup: GRPOSetup, args: Any, engine: Any, callbacks: list[Any] | None = None) -> Any:
     """The HybridGRPOTrainer of `setup` (TRL args from `grpo_args`), sampling through `engine`."""
     from rl.grpo_trainer import HybridGRPOTrainer, precomputed_reward
 
+    bound, banned = sampler_contract(engine)
     return HybridGRPOTrainer(
         model=setup.model,
         reward_funcs=[precomputed_reward],
@@ -186,7 +191,8 @@ def make_trainer(setup: GRPOSetup, args: Any, engine: Any, callbacks: list[Any] 
         sampler=setup.sampler,
         pool=engine,
         anchor=setup.anchor,
-        parity_bound=sampler_parity_bound(engine),
+        parity_bound=bound,
+        banned_token_ids=banned,
         callbacks=callbacks,
     )
 
