@@ -124,6 +124,9 @@ def load_model(path: str, cfg: PolicyConfig):
                 "code (MiniCPM-V), set policy.trust_remote_code: true"
             ) from None
         model = AutoModel.from_pretrained(path, **kwargs)
+    from policies.mrope import install as fix_mrope
+
+    fix_mrope(getattr(model.config, "model_type", ""))  # text positions after a video as vLLM has them
     return model.to(cfg.device)
 
 
