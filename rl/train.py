@@ -11,6 +11,7 @@ import argparse
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from rl.config import TrainConfig, load_train_config
 from rl.configlib import ConfigError, to_dict
@@ -37,10 +38,35 @@ def preflight(cfg: TrainConfig, resume_with_changes: bool = False) -> RunContext
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(cfg.data)
     model_path = model_path or resolve_model_path(cfg.policy, out)
+    check_media(cfg, data, model_path)
     if "rlaifv" in cfg.stages:
         check_rlaifv_models(cfg)
     record_invocation(out, resolved, check)
     return RunContext(cfg=cfg, out=out, data=data, model_path=model_path)
+
+
+def check_media(cfg: TrainConfig, data: Any, model_path: str) -> None:
+    """The rows' images and videos against what the policy and the rollout engines take: a video
+    for a family without a video input, or more media in one row than `rollout.max_*_per_prompt`
+    lets vLLM accept, would otherwise fail at the first batch that holds one."""
+    from policies.families import supports_video
+    from policies.loading import load_processor
+    from rl.data.rows import media_counts
+
+    splits = [("train", data.train), ("eval", data.eval)] + ([("rl", data.rl)] if data.rl is not None else [])
+    counts = {name: media_counts(split) for name, split in splits}
+    images, videos = max(c[0] for c in counts.values()), max(c[1] for c in counts.values())
+    where = {kind: [n for n, c in counts.items() if c[i]] for i, kind in enumerate(("images", "videos"))}
+    if videos and not supports_video(load_processor(model_path, cfg.policy.trust_remote_code), model_path):
+        hint = "set data.shapes.motion_share: 0" if cfg.data.source == "shapes" else "drop the video column (data.columns.video)"
+        raise ConfigError(f"data: the {', '.join(where['videos'])} rows carry videos but the policy ({model_path}) "
+                          f"has no video input; {hint}, or train a family that takes video")
+    if not any(s in POOL_STAGES for s in cfg.stages) or cfg.rollout.backend != "vllm":
+        return
+    for kind, most, key in (("images", images, "max_images_per_prompt"), ("videos", videos, "max_videos_per_prompt")):
+        if most > getattr(cfg.rollout, key):
+            raise ConfigError(f"rollout.{key} is {getattr(cfg.rollout, key)} but {', '.join(where[kind])} rows carry up "
+                              f"to {most} {kind}: set rollout.{key}={most}")
 
 
 def check_rlaifv_models(cfg: TrainConfig) -> None:

@@ -246,27 +246,7 @@ def _env() -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.vllm
-def test_two_cell_smoke_grid_runs_and_writes_the_table(tmp_path):
-    grid = _grid_file(tmp_path, SMOKE_GRID.format(extra=", ray.trainer_in_actor=false"))
-    env = _env()
-    proc = subprocess.run([sys.executable, "-m", "rl.ablate", "--grid", str(grid)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    rows = {r["cell"]: r for r in csv.DictReader((tmp_path / "out" / "results.csv").open())}
-    assert set(rows) == {"baseline (setup)", "schedule-deep_only", "schedule-fast_only"}
-    assert all(rows[c]["status"] == "done" for c in ("schedule-deep_only", "schedule-fast_only"))
-    # The schedule reached the actors: each cell sampled only its own mode.
-    assert float(rows["schedule-deep_only"]["train_tokens_deep"]) > 0 and rows["schedule-deep_only"]["train_tokens_fast"] in ("", "0.0")
-    assert float(rows["schedule-fast_only"]["train_tokens_fast"]) > 0 and rows["schedule-fast_only"]["train_tokens_deep"] in ("", "0.0")
-    again = subprocess.run([sys.executable, "-m", "rl.ablate", "--grid", str(grid)], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and again.stdout.count("result exists") == 3
-
-
-@pytest.mark.slow
-@pytest.mark.ray
-@pytest.mark.vllm
-def test_submit_runs_every_cell_as_a_ray_job(tmp_path):
+def test_submitted_grid_runs_every_cell_as_a_ray_job_writes_the_table_and_a_rerun_skips_it(tmp_path):
     from tests.test_pipeline import _free_port
 
     grid = _grid_file(tmp_path, SMOKE_GRID.format(extra=""))
@@ -287,4 +267,12 @@ def test_submit_runs_every_cell_as_a_ray_job(tmp_path):
     logs = [(tmp_path / "out" / "cells" / c / "ablate.log").read_text() for c in ("schedule-deep_only", "schedule-fast_only")]
     assert all("succeeded" in log.lower() for log in logs)
     rows = {r["cell"]: r for r in csv.DictReader((tmp_path / "out" / "results.csv").open())}
-    assert float(rows["schedule-fast_only"]["train_tokens_fast"]) > 0
+    assert set(rows) == {"baseline (setup)", "schedule-deep_only", "schedule-fast_only"}
+    assert all(rows[c]["status"] == "done" for c in ("schedule-deep_only", "schedule-fast_only"))
+    # The schedule reached the actors: each cell sampled only its own mode.
+    assert float(rows["schedule-deep_only"]["train_tokens_deep"]) > 0 and rows["schedule-deep_only"]["train_tokens_fast"] in ("", "0.0")
+    assert float(rows["schedule-fast_only"]["train_tokens_fast"]) > 0 and rows["schedule-fast_only"]["train_tokens_deep"] in ("", "0.0")
+    # A plain (local) rerun of the same grid finds every result and runs nothing.
+    again = subprocess.run([sys.executable, "-m", "rl.ablate", "--grid", str(grid)], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stdout.count("result exists") == 3
