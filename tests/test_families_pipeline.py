@@ -173,3 +173,37 @@ def test_media_the_policy_or_engines_cannot_take_fail_in_preflight(tmp_path, ove
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
         preflight(cfg)
     assert not (tmp_path / "stages").exists()
+
+
+def test_dpo_step_on_video_prompts_moves_the_policy(tmp_path, family_model_dir):
+    """RLAIF-V's DPO update (TRL DPOTrainer with the video-aware collator) on pairs whose prompts
+    hold a clip: it trains, and the language model moves (the pipeline's own round samples image
+    descriptions only)."""
+    import datasets
+    from PIL import Image
+
+    from policies.chat import render_prompt
+    from policies.loading import PolicyConfig, load_policy
+    from rl.config import load_train_config
+    from rl.context import RunContext
+    from rl.data.shapes import FEATURES
+    from rl.stages.rlaifv import dpo_update
+
+    path = family_model_dir("qwen2_5_vl")
+    model, processor, _ = load_policy(PolicyConfig(name_or_path=path), tmp_path)
+    frames = [Image.new("RGB", (56, 56), (40 * i, 90, 200 - 40 * i)) for i in range(4)]
+    prompt = render_prompt(processor, [{"role": "user", "content": "Which way does the red circle move?"}], "fast", 0, 1)
+    eos = processor.tokenizer.eos_token
+    features = datasets.Features({"prompt": datasets.Value("string"), "chosen": datasets.Value("string"),
+                                  "rejected": datasets.Value("string"), "images": datasets.Sequence(datasets.Image()),
+                                  "videos": FEATURES["videos"]})
+    dataset = datasets.Dataset.from_dict(
+        {"prompt": [prompt] * 2, "chosen": ["left" + eos, "up" + eos], "rejected": ["right" + eos, "down" + eos],
+         "images": [[], []], "videos": [[{"frames": frames, "fps": 2.0}]] * 2}, features=features)
+    cfg = load_train_config(str(ROOT / "configs" / "smoke.yaml"),
+                            [f"output_dir={tmp_path}", "rlaifv.dpo.max_steps=1", "rlaifv.dpo.per_device_train_batch_size=2"])
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    result = dpo_update(RunContext(cfg=cfg, out=tmp_path, data=None, model_path=path), model, processor, dataset, 0)
+    assert result["steps"] == 1
+    moved = [n for n, p in model.named_parameters() if n in before and not torch.equal(before[n], p.detach())]
+    assert moved and not any("visual" in n for n in moved)
