@@ -323,3 +323,35 @@ def test_data_config_direct_validation():
     with pytest.raises(FieldError) as err:
         cfg.validate()
     assert err.value.field == "shapes.image_size"
+
+
+def test_image_lists_and_video_files_load_into_the_canonical_columns(tmp_path):
+    """A list-of-images column and a video file column (decoded with OpenCV into evenly spaced
+    frames, fps that keeps the clip's duration); a missing video file is named."""
+    import cv2
+    import numpy as np
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(_png((200, 10, 10)))
+    (folder / "b.png").write_bytes(_png((10, 10, 200)))
+    writer = cv2.VideoWriter(str(folder / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (32, 32))
+    for i in range(20):  # 2 s at 10 fps, the red channel rising frame by frame
+        writer.write(np.full((32, 32, 3), (0, 0, 12 * i), dtype=np.uint8))
+    writer.release()
+    rows = [{"question": "Which image holds more?", "pics": ["a.png", "b.png"], "clip": None, "answer": "first"},
+            {"question": "Which way does it move?", "pics": [], "clip": "clip.avi", "answer": "left"}]
+    _write_jsonl(folder / "rows.jsonl", rows)
+    cfg = DataConfig(source=str(folder / "rows.jsonl"), columns=ColumnMap(image="pics", video="clip"), video_frames=4,
+                     eval_split="")
+    data = load_data(cfg)
+    two, clip = data.train[0], data.train[1]
+    assert [im.getpixel((0, 0)) for im in two["images"]] == [(200, 10, 10), (10, 10, 200)] and two["videos"] == []
+    assert clip["images"] == [] and len(clip["videos"]) == 1
+    video = clip["videos"][0]
+    assert len(video["frames"]) == 4 and video["fps"] == pytest.approx(2.0)  # 4 frames over 2 s
+    reds = [f.getpixel((0, 0))[0] for f in video["frames"]]
+    assert reds == sorted(reds) and reds[-1] - reds[0] > 150  # first to last frame, in order
+    _write_jsonl(folder / "rows.jsonl", [dict(rows[1], clip="missing.avi")])
+    with pytest.raises(DataError, match="missing.avi"):
+        load_data(cfg)

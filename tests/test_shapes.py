@@ -351,3 +351,29 @@ def test_tally_reasoning_states_the_counts_the_compositional_answers_need():
         assert said == {k: n for k, n in truth.items() if n}
         if row["qtype"] == "colour_count":
             assert said.get(row["question"].split()[2], 0) == int(row["answer"])
+
+
+def test_compare_and_motion_rows_hold_two_images_or_a_clip_whose_answer_the_pixels_show():
+    """The multi-image task's answer is the image with more of the shape (by the scenes), the video
+    task's clip has the configured frames and fps and its frames differ where the object moves."""
+    import json
+
+    from rl.data.shapes_media import compare_row, motion_row
+
+    answers = []
+    for i in range(12):
+        row = compare_row(0, "train", i, 64)
+        assert len(row["images"]) == 2 and row["videos"] == [] and row["qtype"] == "compare"
+        scenes = json.loads(row["scene"])["images"]
+        shape = row["question"].split("more ")[1].split("s,")[0]
+        counts = [sum(o["shape"] == shape for o in s["objects"]) for s in scenes]
+        assert row["answer"] == ("first" if counts[0] > counts[1] else "second") and counts[0] != counts[1]
+        answers.append(row["answer"])
+    assert set(answers) == {"first", "second"}
+    for i in range(6):
+        row = motion_row(0, "train", i, 56, num_frames=4, fps=2.0)
+        assert row["images"] == [] and len(row["videos"]) == 1 and row["qtype"] == "motion"
+        clip = row["videos"][0]
+        assert len(clip["frames"]) == 4 and clip["fps"] == 2.0 and row["answer"] in {"left", "right", "up", "down"}
+        assert clip["frames"][0] != clip["frames"][-1]  # the object moved
+    assert motion_row(0, "train", 3, 56, 4, 2.0) == motion_row(0, "train", 3, 56, 4, 2.0)  # deterministic
