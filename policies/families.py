@@ -12,6 +12,12 @@ processor and model classes, which the pipeline drives through one code path
   config is served in bfloat16 there, and the sampler/trainer parity bound is that of bf16.
 * `video`: the family takes video prompts (frames + fps). Idefics3 has no video path.
 
+And one thing read off the processor (`device_normalize_ok`): vLLM 0.32 normalises pixels inside
+the model by default (`mm_device_do_normalize`), with the mean and std of the *image* processor
+for images and videos alike; a checkpoint whose video processor normalises differently (the tiny
+Qwen3-VL: image mean/std of the Qwen2-VL defaults, video 0.5/0.5) then gets wrong video features
+(log-prob gap 6e-2 per token measured; 9.5e-7 with the processor normalising instead).
+
 An unknown `model_type` gets the neutral defaults (its own processor, fp32 sampling if asked,
 video if its processor has a video processor), so new families work without an entry here.
 """
@@ -81,6 +87,22 @@ def sampler_dtype(path: str, configured: str, on_gpu: bool) -> str:
 
 def parity_bound(dtype: str) -> float:
     return PARITY_BOUNDS.get(dtype, 5e-2)
+
+
+def device_normalize_ok(processor: Any) -> bool:
+    """False when the processor's video normalisation differs from its image normalisation, which
+    vLLM's in-model normalisation would apply to videos (see the module docstring)."""
+    image, video = getattr(processor, "image_processor", None), getattr(processor, "video_processor", None)
+    if image is None or video is None:
+        return True
+    return all(_floats(getattr(image, key, None)) == _floats(getattr(video, key, None))
+               for key in ("image_mean", "image_std"))
+
+
+def _floats(value: Any) -> list[float] | None:
+    if value is None:
+        return None
+    return [round(float(v), 6) for v in (value if isinstance(value, list | tuple) else [value])]
 
 
 def supports_video(processor: Any, path: str = "") -> bool:

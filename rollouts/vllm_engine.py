@@ -32,7 +32,7 @@ class VLLMEngine:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(cfg.kv_cache_gib))))
         from vllm import LLM
 
-        from policies.families import processor_kwargs, sampler_dtype, supports_video
+        from policies.families import device_normalize_ok, processor_kwargs, sampler_dtype, supports_video
         from policies.loading import load_processor
         from policies.tokens import banned_media_tokens
 
@@ -52,6 +52,8 @@ class VLLMEngine:
         limits = {"image": cfg.max_images_per_prompt}
         if self.video:
             limits["video"] = cfg.max_videos_per_prompt
+            if not device_normalize_ok(self.processor):  # the processor normalises each kind itself
+                kwargs["mm_device_do_normalize"] = False
         if cfg.num_gpus_per_actor > 0:
             kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
         if cfg.sync.transport == "nccl":
