@@ -90,6 +90,9 @@ class MediaExpansion:
         return out
 
 
+BANNED_LOGIT_BIAS = -100.0  # added to the logits of banned tokens: by the engines, and by the trainer when it scores
+
+
 def banned_media_tokens(processor: Any, with_video: bool = False) -> list[int]:
     """Special tokens of the media markup, which a completion must never contain: each would ask the
     trainer's forward for a media feature that does not exist ("image features and image tokens do

@@ -28,6 +28,7 @@ completions drop special tokens), and reach TRL through the `precomputed_reward`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -35,6 +36,7 @@ from typing import Any
 from trl import GRPOTrainer
 
 from policies.media import forward_media
+from policies.tokens import BANNED_LOGIT_BIAS
 from rl.data.rows import row_images, row_videos
 from rl.grpo_sampling import Group, GroupSampler
 from rl.sft_anchor import add_anchor
@@ -109,7 +111,14 @@ def check_prompt_alignment(processor: Any, groups: list[Group]) -> None:
             raise RuntimeError(f"prompt {g.row['id']} ({g.mode}): actor prompt ids differ from the trainer's tokenization")
 
 
-BANNED_LOGIT_BIAS = -100.0  # what the engines add to the logits of tokens they never sample
+@functools.lru_cache(maxsize=4)
+def _ban_vector(size: int, dtype: Any, device: Any, token_ids: tuple[int, ...]) -> Any:
+    """The LM-head bias of the ban, built once per head shape (not on every forward)."""
+    import torch
+
+    bias = torch.zeros(size, dtype=dtype, device=device)
+    bias[torch.tensor(token_ids, device=device)] = BANNED_LOGIT_BIAS
+    return bias
 
 
 @contextmanager
@@ -125,8 +134,7 @@ def banned_logit_bias(model: Any, token_ids: list[int]) -> Iterator[None]:
     if head is None or getattr(head, "bias", False) is not None:
         yield
         return
-    bias = torch.zeros(head.weight.shape[0], dtype=head.weight.dtype, device=head.weight.device)
-    bias[torch.tensor(token_ids, device=bias.device)] = BANNED_LOGIT_BIAS
+    bias = _ban_vector(head.weight.shape[0], head.weight.dtype, head.weight.device, tuple(token_ids))
     head.bias = torch.nn.Parameter(bias, requires_grad=False)
     try:
         yield

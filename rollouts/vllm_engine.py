@@ -34,7 +34,7 @@ class VLLMEngine:
 
         from policies.families import device_normalize_ok, processor_kwargs, sampler_dtype, supports_video
         from policies.loading import load_processor
-        from policies.tokens import banned_media_tokens
+        from policies.tokens import BANNED_LOGIT_BIAS, banned_media_tokens
 
         self.cfg = cfg
         self.name = name
@@ -73,7 +73,7 @@ class VLLMEngine:
         )
         self.eos_text = self.processor.tokenizer.eos_token or ""
         # Never sample media markup (see policies.tokens.banned_media_tokens).
-        self.banned = {t: -100.0 for t in banned_media_tokens(self.processor, self.video)}
+        self.banned = {t: BANNED_LOGIT_BIAS for t in banned_media_tokens(self.processor, self.video)}
 
     # ----------------------------------------------------------------- generation
     def _sampling(self, req: RolloutRequest):
