@@ -19,16 +19,27 @@ from rl.data.config import COMPOSE_QTYPES  # Shapes question groups (other data:
 
 MODES = ("deep", "fast")
 STAGE_ORDER = ("warmup", "grpo", "rlaifv")
+NEW_TO_RL = "new to RL"  # group of short questions whose qtype the warm-up never trained on
 
 
-def _groups(questions: dict[str, list[str]]) -> dict[str, set[str]]:
-    """Question ids of "all", each task, and (when present) the compositional / perception sets."""
+def _groups(questions: dict[str, list[str]], taught: set[str] | None = None) -> dict[str, set[str]]:
+    """Question ids of "all", each task, and (when present) the compositional / perception sets;
+    with `taught` (the qtypes the warm-up trained on), also "new to RL": short questions of a qtype
+    the warm-up never saw, where any gain is RL's own."""
     out: dict[str, set[str]] = {"all": set(questions)}
     for qid, (task, qtype) in questions.items():
         out.setdefault(f"task:{task}", set()).add(qid)
         if task == "short":
             out.setdefault("compose" if qtype in COMPOSE_QTYPES else "perception", set()).add(qid)
+            if taught is not None and qtype not in taught:
+                out.setdefault(NEW_TO_RL, set()).add(qid)
     return out
+
+
+def taught_qtypes(metrics: dict[str, Any]) -> set[str] | None:
+    """The qtypes of the warm-up's SFT examples (None when the warm-up did not train)."""
+    by_qtype = ((metrics.get("warmup") or {}).get("data") or {}).get("by_qtype")
+    return set(by_qtype) if by_qtype else None
 
 
 def _mode_scores(ev: dict[str, Any], mode: str) -> dict[str, float]:
@@ -46,8 +57,9 @@ def heldout_deltas(metrics: dict[str, Any]) -> dict[str, Any]:
     evals = [(s, metrics[s]["eval"]) for s in STAGE_ORDER
              if isinstance(metrics.get(s), dict) and metrics[s].get("eval", {}).get("scores")]
     out: dict[str, Any] = {"stages": {}, "mode_gap": {}}
+    taught = taught_qtypes(metrics)
     for (s0, e0), (s1, e1) in zip(evals, evals[1:], strict=False):
-        groups = _groups({**e0.get("questions", {}), **e1.get("questions", {})})
+        groups = _groups({**e0.get("questions", {}), **e1.get("questions", {})}, taught)
         table: dict[str, Any] = {}
         for mode in ("deep", "fast", "mean"):
             a, b = _mode_scores(e0, mode), _mode_scores(e1, mode)
@@ -57,7 +69,7 @@ def heldout_deltas(metrics: dict[str, Any]) -> dict[str, Any]:
                     table.setdefault(name, {})[mode] = d.to_dict()
         out["stages"][f"{s0}->{s1}"] = table
     for stage, ev in evals:
-        groups = _groups(ev.get("questions", {}))
+        groups = _groups(ev.get("questions", {}), taught)
         deep, fast = _mode_scores(ev, "deep"), _mode_scores(ev, "fast")
         gap = {}
         for name, ids in groups.items():

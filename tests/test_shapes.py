@@ -299,7 +299,7 @@ def test_rl_split_is_fresh_scenes_apart_from_train_and_heldout():
     assert "rl" not in make_shapes(10, 2, 1, seed=2)
 
 
-@pytest.mark.parametrize("qtype", ["colour_count", "shape_count", "more", "neighbour"])
+@pytest.mark.parametrize("qtype", ["colour_count", "size_count", "shape_count", "more", "neighbour"])
 def test_compositional_answers_follow_from_the_scene(qtype):
     from rl.data.scenes import NEIGHBOUR_STEPS, RELATION_PHRASES
 
@@ -313,6 +313,9 @@ def test_compositional_answers_follow_from_the_scene(qtype):
         if qtype == "colour_count":
             colour = q.split()[2]
             assert a == str(sum(o["colour"] == colour for o in objs))
+        elif qtype == "size_count":
+            size = q.split()[2]
+            assert a == str(sum(o["size"] == size for o in objs))
         elif qtype == "shape_count":
             shape = q.split()[2].rstrip("s")
             assert a == str(sum(o["shape"] == shape for o in objs))
@@ -328,6 +331,9 @@ def test_compositional_answers_follow_from_the_scene(qtype):
             other = next(o for o in objs if tuple(o["cell"]) == (ref["cell"][0] + dr, ref["cell"][1] + dc))
             assert a == other["colour"]
         assert row["reasoning"].startswith("I see ")
+        if qtype.endswith("_count"):  # one filter-and-count step for every kind: "Of these, 2 are red."
+            kind = q.split()[2].rstrip("s")
+            assert re.search(rf"Of these, ({a} are {kind}s?|1 is (a )?{kind})\.$", row["reasoning"]), row["reasoning"]
     if qtype == "more":  # balanced: one word cannot earn most of the reward
         assert 0.3 < ds["answer"].count("yes") / len(ds) < 0.7
 

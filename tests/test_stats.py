@@ -72,6 +72,20 @@ def test_report_deltas_between_stages_and_mode_gap():
     assert out["mode_gap"]["warmup"]["all"]["delta"] == 0
     md = summary_md({**metrics, "heldout_deltas": out}, [])
     assert "warmup → grpo" in md and "(no effect)" in md and "compose" in md
+    assert "new to RL" not in table  # no record of what the warm-up trained on: no such group
+
+
+def test_new_to_rl_groups_the_qtypes_the_warmup_never_trained_on():
+    qs = {f"q{i}": ["short", ("colour_count", "size_count", "colour")[i % 3]] for i in range(300)}
+    qs["f0"] = ["freeform", "where"]
+    w = {q: 0.0 for q in qs}
+    g = {q: 1.0 if qs[q][1] == "colour_count" else 0.0 for q in qs}
+    metrics = {"warmup": {**_eval(w, w, qs), "data": {"by_qtype": {"size_count": 10, "colour": 5, "where": 3}}},
+               "grpo": _eval(g, w, qs)}
+    table = heldout_deltas(metrics)["stages"]["warmup->grpo"]
+    assert table["new to RL"]["deep"]["n"] == 100  # colour_count only: not size_count, not free-form
+    assert table["new to RL"]["deep"]["delta"] == pytest.approx(1.0)
+    assert table["compose"]["deep"]["delta"] == pytest.approx(0.5)  # colour_count and size_count
 
 
 def test_summary_lists_each_qtype_against_the_majority_answer_prior():

@@ -2,8 +2,8 @@
 text deep mode is taught (`make_question`), and the questions of one image (`questions_for`).
 
 Perception qtypes (colour, count, shape, relation, exists) read one fact off the picture;
-compositional ones (count of a colour or a shape, "more X than Y", the colour of a neighbour)
-combine facts of the object inventory; `where` is the free-form question (RLPR's reference phrase)
+compositional ones (count of a colour, a size or a shape, "more X than Y", the colour of a
+neighbour) combine facts of the object inventory; `where` is the free-form question (RLPR's reference phrase)
 and `describe` the description task (RLAIF-V, hallucination metrics).
 """
 
@@ -17,6 +17,7 @@ from rl.data.scenes import (
     NEIGHBOUR_STEPS,
     RELATION_PHRASES,
     SHAPES,
+    SIZES,
     Scene,
     relations,
     where_phrase,
@@ -138,19 +139,35 @@ def _balanced_pick(rng: random.Random, counts: dict[str, int]) -> str:
     return rng.choice(sorted(name for name, n in counts.items() if n == k))
 
 
+def _of_these(n: int, kind: str, noun: bool = False) -> str:
+    """The filter-and-count step every count-of-a-kind question shares after the inventory:
+    "Of these, 2 are red." / "Of these, 1 is a circle." One skeleton for sizes, colours and
+    shapes, so a count of one kind taught by the warm-up (sizes, shapes) shows deep mode the path
+    to a count of another (colours) that only RL rewards."""
+    if noun:
+        return f"Of these, 1 is a {kind}." if n == 1 else f"Of these, {n} are {kind}s."
+    return f"Of these, {n} {'is' if n == 1 else 'are'} {kind}."
+
+
 def _q_colour_count(scene: Scene, rng: random.Random) -> tuple[str, str, str]:
     counts = {c: sum(o.colour == c for o in scene.objects) for c in COLOURS}
     colour = _balanced_pick(rng, counts)
     n = counts[colour]
-    reasoning = f"Of these, {n} {'is' if n == 1 else 'are'} {colour}."
-    return f"How many {colour} shapes are there?", str(n), reasoning
+    return f"How many {colour} shapes are there?", str(n), _of_these(n, colour)
+
+
+def _q_size_count(scene: Scene, rng: random.Random) -> tuple[str, str, str]:
+    counts = {s: sum(o.size == s for o in scene.objects) for s in SIZES}
+    size = _balanced_pick(rng, counts)
+    n = counts[size]
+    return f"How many {size} shapes are there?", str(n), _of_these(n, size)
 
 
 def _q_shape_count(scene: Scene, rng: random.Random) -> tuple[str, str, str]:
     counts = {s: sum(o.shape == s for o in scene.objects) for s in SHAPES}
     shape = _balanced_pick(rng, counts)
-    reasoning = f"That makes {_plural(counts[shape], shape)}."
-    return f"How many {shape}s are there?", str(counts[shape]), reasoning
+    n = counts[shape]
+    return f"How many {shape}s are there?", str(n), _of_these(n, shape, noun=True)
 
 
 def _q_more(scene: Scene, rng: random.Random) -> tuple[str, str, str] | None:
@@ -192,6 +209,7 @@ _SHORT = {
     "relation": _q_relation,
     "exists": _q_exists,
     "colour_count": _q_colour_count,
+    "size_count": _q_size_count,
     "shape_count": _q_shape_count,
     "more": _q_more,
     "neighbour": _q_neighbour,
