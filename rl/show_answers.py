@@ -6,13 +6,53 @@
 The held-out rows come from the run config's data (overrides as in `rl.train`), filtered to
 `--qtypes`; each is answered in both modes with the evaluation's own greedy requests and
 scoring. One line per answer: mode, question type, question, reference, correct (1/0), text.
+
+`--count-steps` adds, for the count-of-a-kind questions (Shapes' colour_count / size_count /
+shape_count) answered in deep mode, how often the reasoning's filter step ("Of these, 2 are
+large.") names the kind the question asks about, which kinds it names instead, how often the
+answer repeats the step's count, and the accuracy when the kind is right: whether deep mode's
+reasoning is causal for its answer, and where it goes wrong.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
+from typing import Any
+
+_STEP = re.compile(r"Of these, (\d+) (?:is|are) (?:a )?([a-z]+?)s?\.")
+
+
+def count_step_summary(answers: list[tuple[str, str, str, bool]]) -> dict[str, dict[str, Any]]:
+    """Per qtype, from (qtype, question, deep completion text, correct) of count-of-a-kind
+    questions ("How many red shapes are there?", "How many circles are there?"): shares of
+    answers with a filter step, whose step names the asked kind, whose final answer equals the
+    step's count, accuracy with the right kind named, and the kinds named (word -> count)."""
+    out: dict[str, dict[str, Any]] = {}
+    for qtype, question, text, correct in answers:
+        words = question.split()
+        asked = words[2].rstrip("s") if len(words) > 2 else ""
+        d = out.setdefault(qtype, {"n": 0, "step": 0, "right_kind": 0, "answer_is_step": 0,
+                                   "right_kind_correct": 0, "named": {}})
+        d["n"] += 1
+        m = _STEP.search(text)
+        if not m:
+            continue
+        d["step"] += 1
+        d["named"][m.group(2)] = d["named"].get(m.group(2), 0) + 1
+        d["answer_is_step"] += text.split("</think>")[-1].strip() == m.group(1)
+        if m.group(2) == asked:
+            d["right_kind"] += 1
+            d["right_kind_correct"] += bool(correct)
+    for d in out.values():
+        named_right = d["right_kind"]
+        d["right_kind_accuracy"] = d["right_kind_correct"] / named_right if named_right else None
+        for k in ("step", "right_kind", "answer_is_step"):
+            d[k] = d[k] / d["n"]
+        del d["right_kind_correct"]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default="configs/demo.yaml", help="run config whose data and token caps to use")
     p.add_argument("--qtypes", default="", help="comma-separated question types (empty = every task)")
     p.add_argument("--n", type=int, default=8, help="how many held-out rows")
+    p.add_argument("--count-steps", action="store_true",
+                   help="summarise deep mode's filter step on count-of-a-kind questions (JSON, last line)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = p.parse_args(argv)
     if not Path(args.policy).is_dir():
@@ -39,14 +81,22 @@ def main(argv: list[str] | None = None) -> int:
             if r["task"] != "description" and (not wanted or r.get("qtype") in wanted)][: args.n]
     model, processor, _ = load_policy(PolicyConfig(name_or_path=args.policy))
     engine = HFEngine(model.eval(), processor, dict(cfg.rollout.max_tokens))
+    counted: list[tuple[str, str, str, bool]] = []
     for mode in ("deep", "fast"):
         for row, ro in zip(rows, engine.generate(eval_requests(rows, mode, cfg.eval.seed)), strict=True):
             text = ro.completions[0].text if ro.ok and ro.completions else ""
             question = row["prompt"][-1]["content"]
             if not isinstance(question, str):  # multimodal content: the last text part
                 question = next((c.get("text", "") for c in reversed(question) if isinstance(c, dict)), "")
+            correct = is_correct(row, text)
             print(f"{mode}\t{row.get('qtype') or row['task']}\t{question}\t{row['answer']}\t"
-                  f"{int(is_correct(row, text))}\t{' '.join(text.split())}")
+                  f"{int(correct)}\t{' '.join(text.split())}")
+            if mode == "deep" and str(row.get("qtype", "")).endswith("_count"):
+                counted.append((row["qtype"], question, text, correct))
+    if args.count_steps:
+        import json
+
+        print(json.dumps(count_step_summary(counted), sort_keys=True))
     return 0
 
 

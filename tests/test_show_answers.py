@@ -19,3 +19,18 @@ def test_missing_policy_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         show_answers.main(["--policy", str(tmp_path / "nope")])
     assert "--policy" in capsys.readouterr().err
+
+
+def test_count_step_summary_tells_a_wrong_kind_from_a_wrong_count():
+    from rl.show_answers import count_step_summary
+
+    s = count_step_summary([
+        ("size_count", "How many large shapes are there?", "<think>I see a. Of these, 1 is small.</think> 1", False),
+        ("size_count", "How many large shapes are there?", "<think>I see a. Of these, 2 are large.</think> 2", True),
+        ("shape_count", "How many circles are there?", "<think>I see a. Of these, 2 are circles.</think> 1", False),
+        ("colour_count", "How many red shapes are there?", "<think>I see a.</think> 3", False),
+    ])
+    assert s["size_count"]["right_kind"] == 0.5 and s["size_count"]["named"] == {"small": 1, "large": 1}
+    assert s["size_count"]["right_kind_accuracy"] == 1.0 and s["size_count"]["answer_is_step"] == 1.0
+    assert s["shape_count"]["right_kind"] == 1.0 and s["shape_count"]["answer_is_step"] == 0.0
+    assert s["colour_count"]["step"] == 0.0 and s["colour_count"]["right_kind_accuracy"] is None
