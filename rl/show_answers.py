@@ -17,12 +17,12 @@ reasoning is causal for its answer, and where it goes wrong.
 from __future__ import annotations
 
 import argparse
-import re
+import json
 import sys
 from pathlib import Path
 from typing import Any
 
-_STEP = re.compile(r"Of these, (\d+) (?:is|are) (?:a )?([a-z]+?)s?\.")
+from rl.data.shapes_questions import COUNT_STEP, asked_kind
 
 
 def count_step_summary(answers: list[tuple[str, str, str, bool]]) -> dict[str, dict[str, Any]]:
@@ -32,12 +32,11 @@ def count_step_summary(answers: list[tuple[str, str, str, bool]]) -> dict[str, d
     step's count, accuracy with the right kind named, and the kinds named (word -> count)."""
     out: dict[str, dict[str, Any]] = {}
     for qtype, question, text, correct in answers:
-        words = question.split()
-        asked = words[2].rstrip("s") if len(words) > 2 else ""
+        asked = asked_kind(question)
         d = out.setdefault(qtype, {"n": 0, "step": 0, "right_kind": 0, "answer_is_step": 0,
                                    "right_kind_correct": 0, "named": {}})
         d["n"] += 1
-        m = _STEP.search(text)
+        m = COUNT_STEP.search(text)
         if not m:
             continue
         d["step"] += 1
@@ -94,8 +93,6 @@ def main(argv: list[str] | None = None) -> int:
             if mode == "deep" and str(row.get("qtype", "")).endswith("_count"):
                 counted.append((row["qtype"], question, text, correct))
     if args.count_steps:
-        import json
-
         print(json.dumps(count_step_summary(counted), sort_keys=True))
     return 0
 

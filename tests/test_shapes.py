@@ -334,6 +334,9 @@ def test_compositional_answers_follow_from_the_scene(qtype):
         if qtype.endswith("_count"):  # one filter-and-count step for every kind: "Of these, 2 are red."
             kind = q.split()[2].rstrip("s")
             assert re.search(rf"Of these, ({a} are {kind}s?|1 is (a )?{kind})\.$", row["reasoning"]), row["reasoning"]
+            from rl.data.shapes_questions import COUNT_STEP, asked_kind  # the diagnostics' reading of it
+
+            assert COUNT_STEP.search(row["reasoning"]).groups() == (a, asked_kind(q)) == (a, kind)
     if qtype == "more":  # balanced: one word cannot earn most of the reward
         assert 0.3 < ds["answer"].count("yes") / len(ds) < 0.7
 

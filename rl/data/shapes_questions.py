@@ -10,6 +10,7 @@ and `describe` the description task (RLAIF-V, hallucination metrics).
 from __future__ import annotations
 
 import random
+import re
 
 from rl.data.config import PERCEPTION_QTYPES, TASKS, ShapesConfig
 from rl.data.scenes import (
@@ -147,6 +148,17 @@ def _of_these(n: int, kind: str, noun: bool = False) -> str:
     if noun:
         return f"Of these, 1 is a {kind}." if n == 1 else f"Of these, {n} are {kind}s."
     return f"Of these, {n} {'is' if n == 1 else 'are'} {kind}."
+
+
+# `_of_these` as read back from a model's reasoning: (count, kind in the singular).
+COUNT_STEP = re.compile(r"Of these, (\d+) (?:is|are) (?:a )?([a-z]+?)s?\.")
+
+
+def asked_kind(question: str) -> str:
+    """The kind a count-of-a-kind question asks about, in the singular: "How many red shapes are
+    there?" -> "red", "How many circles are there?" -> "circle"."""
+    words = question.split()
+    return words[2].rstrip("s") if len(words) > 2 else ""
 
 
 def _q_colour_count(scene: Scene, rng: random.Random) -> tuple[str, str, str]:
