@@ -6,13 +6,17 @@ value name to the `key=value` overrides that set it. The runner expands the prod
 axes (times `seeds`) into cells, runs each cell with `python -m rl.train` (sequentially here,
 or as `ray job submit` jobs with `--submit`), skips cells whose `report/metrics.json` already
 exists, and writes `results.csv`, `results.md` and `comparison.png` into the grid's output
-folder. A failed cell is recorded as failed (with its log) and does not stop the others.
+folder. A failed cell is recorded as failed (with its log) and does not stop the others. A cell
+that starts from a setup run is read with the setup's stages in front of its own
+(`with_setup`), so `heldout_deltas.stages.warmup->grpo.*` columns compare the setup's warm-up
+with the cell's GRPO on the same held-out questions, with their bootstrap intervals.
 
     name: thinking_schedules
     config: ../demo.yaml                  # relative to this file
     output_dir: runs/ablations/thinking_schedules
     overrides: [grpo.steps=30]            # every run, setup included
     setup: {overrides: [stages=[warmup]]} # shared; cached by content hash next to output_dir
+                                          # (per_seed: true -> one setup run per seed)
     cell_overrides: [stages=[grpo]]       # every cell
     seeds: [0]
     axes:
@@ -49,6 +53,9 @@ RESULT = Path("report") / "metrics.json"
 @dataclass
 class SetupSpec:
     overrides: list[str] = field(default_factory=list)
+    # One setup run per seed (the cells of seed k start from setup k), so that a seed grid of GRPO
+    # variants varies the warm-up with the seed as full runs do, yet trains it once per seed.
+    per_seed: bool = False
 
 
 @dataclass
@@ -156,15 +163,27 @@ def expand(grid: GridSpec) -> list[Cell]:
     return cells
 
 
-def setup_dir(grid: GridSpec) -> Path | None:
+def setup_dir(grid: GridSpec, seed: int | None = None) -> Path | None:
     """Where the shared setup run lives: keyed by the content of its config, so grids with the same
-    base config and setup overrides share one run."""
+    base config and setup overrides share one run; with `setup.per_seed`, one folder per seed."""
     if grid.setup is None:
         return None
     merged = deep_merge(read_yaml(grid.config), parse_overrides([*grid.overrides, *grid.setup.overrides]))
     merged.pop("output_dir", None)
     digest = hashlib.sha256(json.dumps(merged, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    return Path(grid.output_dir).resolve().parent / f"setup-{digest}"
+    name = f"setup-{digest}"
+    if grid.setup.per_seed:
+        if seed is None:
+            raise ValueError("a per-seed setup needs the seed")
+        name += f"-seed{seed}"
+    return Path(grid.output_dir).resolve().parent / name
+
+
+def setup_dirs(grid: GridSpec) -> dict[int, Path]:
+    """The setup folder of each seed of the grid (all the same folder unless `setup.per_seed`)."""
+    if grid.setup is None:
+        return {}
+    return {seed: setup_dir(grid, seed) for seed in grid.seeds}
 
 
 def final_policy(run_dir: Path) -> str:
@@ -195,7 +214,7 @@ def train_command(config: str, overrides: list[str], out: Path, seed: int | None
     return [ray, "job", "submit", "--address", address, "--working-dir", ".", "--", "python", "-m", "rl.train", *args]
 
 
-def stale_cells(grid: GridSpec, cells: list[Cell], start_overrides: list[str]) -> list[tuple[Cell, str]]:
+def stale_cells(grid: GridSpec, cells: list[Cell], start_overrides: dict[int, list[str]]) -> list[tuple[Cell, str]]:
     """Cells whose existing result came from another config than the grid now gives them (an
     edited grid file): reusing them would put another config's numbers in the table."""
     from rl.config import load_train_config
@@ -205,7 +224,8 @@ def stale_cells(grid: GridSpec, cells: list[Cell], start_overrides: list[str]) -
     out = []
     for cell in cells:
         if cell.result_path.exists() and (cell.out / "config.json").exists():
-            want = to_dict(load_train_config(grid.config, [*cell.overrides, *start_overrides, f"output_dir={cell.out}",
+            want = to_dict(load_train_config(grid.config, [*cell.overrides, *start_overrides.get(cell.seed, []),
+                                                           f"output_dir={cell.out}",
                                                            f"seed={cell.seed}"]))
             changed = recorded_changes(cell.out, want)
             if changed:
@@ -246,20 +266,25 @@ def run_grid(grid: GridSpec, *, submit: bool = False, address: str = "http://127
     cells = expand(grid)
     out = Path(grid.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    start_overrides: list[str] = []
-    sdir = setup_dir(grid)
-    if sdir is not None and grid.setup is not None:
+    start_overrides: dict[int, list[str]] = {seed: [] for seed in grid.seeds}
+    sdirs = setup_dirs(grid)
+    for sdir in dict.fromkeys(sdirs.values()):  # each distinct setup folder once, seed order
+        seed = next(k for k, d in sdirs.items() if d == sdir)
+        label = f"setup (seed {seed})" if grid.setup.per_seed else "setup"
         if (sdir / RESULT).exists():
-            print(f"[ablate] setup: result exists in {sdir}; skipped", flush=True)
+            print(f"[ablate] {label}: result exists in {sdir}; skipped", flush=True)
         else:
-            cmd = train_command(grid.config, [*grid.overrides, *grid.setup.overrides], sdir, None, submit, address)
-            print(f"[ablate] setup -> {sdir}\n  $ {' '.join(cmd)}", flush=True)
+            cmd = train_command(grid.config, [*grid.overrides, *grid.setup.overrides], sdir,
+                                seed if grid.setup.per_seed else None, submit, address)
+            print(f"[ablate] {label} -> {sdir}\n  $ {' '.join(cmd)}", flush=True)
             if not dry_run:
                 code = runner(cmd, sdir / "ablate.log", grid.timeout_s)
                 if code != 0 or not (sdir / RESULT).exists():
-                    raise RuntimeError(f"setup run failed (exit {code}); see {sdir / 'ablate.log'}")
+                    raise RuntimeError(f"{label} run failed (exit {code}); see {sdir / 'ablate.log'}")
         policy = "<final policy of the setup run>" if dry_run and not (sdir / RESULT).exists() else final_policy(sdir)
-        start_overrides = [f"policy.name_or_path={policy}"]
+        for k, d in sdirs.items():
+            if d == sdir:
+                start_overrides[k] = [f"policy.name_or_path={policy}"]
     stale = stale_cells(grid, cells, start_overrides)
     if stale:
         raise ConfigError("results of a different config in " + " | ".join(f"{c.out}: {why}" for c, why in stale)
@@ -270,7 +295,8 @@ def run_grid(grid: GridSpec, *, submit: bool = False, address: str = "http://127
             print(f"[ablate] {i}/{len(cells)} {cell.name}: result exists; skipped", flush=True)
             outcomes.append(Outcome(cell, "skipped"))
             continue
-        cmd = train_command(grid.config, [*cell.overrides, *start_overrides], cell.out, cell.seed, submit, address)
+        cmd = train_command(grid.config, [*cell.overrides, *start_overrides[cell.seed]], cell.out, cell.seed, submit,
+                            address)
         print(f"[ablate] {i}/{len(cells)} {cell.name}\n  $ {' '.join(cmd)}", flush=True)
         if dry_run:
             continue
@@ -281,7 +307,7 @@ def run_grid(grid: GridSpec, *, submit: bool = False, address: str = "http://127
         print(f"[ablate] {cell.name}: {'done' if ok else f'FAILED (exit {code}), see ' + str(cell.out / 'ablate.log')} "
               f"in {outcomes[-1].seconds:.0f} s", flush=True)
     if not dry_run:
-        write_results(grid, cells, outcomes, sdir)
+        write_results(grid, cells, outcomes)
     return outcomes
 
 
@@ -361,20 +387,43 @@ def lookup(metrics: Any, key: str) -> Any:
     return node
 
 
-def result_rows(grid: GridSpec, cells: list[Cell], outcomes: list[Outcome], sdir: Path | None) -> list[dict[str, Any]]:
-    """One row per cell (axis values, seed, status, columns); a `baseline` row for the setup run;
+def with_setup(metrics: dict[str, Any], setup: dict[str, Any] | None) -> dict[str, Any]:
+    """A cell's metrics with the stages of the setup run it started from put in front of its own
+    (the cell's stages win), and the headline keys and held-out deltas recomputed: the warm-up ->
+    GRPO delta of a GRPO-only cell is then the setup's warm-up against the cell's GRPO."""
+    if not setup:
+        return metrics
+    from rl.report import STAGE_ORDER, headline
+
+    merged = {k: v for k, v in setup.items() if k in STAGE_ORDER and k not in metrics}
+    if not merged:
+        return metrics
+    merged.update(metrics)
+    return headline(merged)
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def result_rows(grid: GridSpec, cells: list[Cell], outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    """One row per cell (axis values, seed, status, columns); a `baseline` row for each setup run;
     a mean row per setting when the grid has several seeds."""
     status = {o.cell.name: o.status for o in outcomes}
     rows: list[dict[str, Any]] = []
-    if sdir is not None and grid.baseline_columns and (sdir / RESULT).exists():
-        metrics = json.loads((sdir / RESULT).read_text())
-        row = {"cell": "baseline (setup)", **{a: "" for a in grid.axes}, "seed": "", "status": "done"}
-        row.update({col: lookup(metrics, key) for col, key in grid.baseline_columns.items()})
-        rows.append(row)
+    sdirs = setup_dirs(grid)
+    setups = {sdir: _read(sdir / RESULT) for sdir in dict.fromkeys(sdirs.values())}
+    for sdir, metrics in setups.items():
+        if grid.baseline_columns and metrics is not None:
+            seed = next(k for k, d in sdirs.items() if d == sdir) if grid.setup.per_seed else ""
+            name = f"baseline (setup, seed {seed})" if grid.setup.per_seed else "baseline (setup)"
+            row = {"cell": name, **{a: "" for a in grid.axes}, "seed": seed, "status": "done"}
+            row.update({col: lookup(metrics, key) for col, key in grid.baseline_columns.items()})
+            rows.append(row)
     for cell in cells:
         row: dict[str, Any] = {"cell": cell.name, **cell.settings, "seed": cell.seed}
         if cell.result_path.exists():
-            metrics = json.loads(cell.result_path.read_text())
+            metrics = with_setup(json.loads(cell.result_path.read_text()), setups.get(sdirs.get(cell.seed)))
             row["status"] = status.get(cell.name, "done")
             row.update({col: lookup(metrics, key) for col, key in grid.columns.items()})
         else:
@@ -500,8 +549,8 @@ def plot_curves(grid: GridSpec, cells: list[Cell], path: Path) -> Path | None:
     return path
 
 
-def write_results(grid: GridSpec, cells: list[Cell], outcomes: list[Outcome], sdir: Path | None) -> Path:
-    rows = result_rows(grid, cells, outcomes, sdir)
+def write_results(grid: GridSpec, cells: list[Cell], outcomes: list[Outcome]) -> Path:
+    rows = result_rows(grid, cells, outcomes)
     columns = ["cell", *grid.axes, "seed", "status", *grid.columns]
     columns += [c for c in grid.baseline_columns if c not in columns]
     folder = Path(grid.output_dir).resolve()
@@ -537,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.tables_only:
-        write_results(grid, cells, [], setup_dir(grid))
+        write_results(grid, cells, [])
         return 0
     outcomes = run_grid(grid, submit=args.submit, address=args.address, dry_run=args.dry_run)
     failed = [o.cell.name for o in outcomes if o.status == "failed"]

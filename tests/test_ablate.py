@@ -15,6 +15,7 @@ from rl.ablate import (
     expand,
     load_grid,
     lookup,
+    restrict_axis,
     run_grid,
     setup_dir,
     write_table,
@@ -80,8 +81,6 @@ def test_grid_expands_to_the_product_of_axes_times_seeds(tmp_path):
 
 
 def test_only_and_seeds_restrict_the_grid_and_reuse_seed_zero_names(tmp_path):
-    from rl.ablate import restrict_axis
-
     grid = load_grid(_grid_file(tmp_path, GRID))
     restrict_axis(grid, "lr=mid,high")
     grid.seeds = [0, 2]
@@ -145,6 +144,68 @@ def test_runner_skips_existing_results_runs_the_rest_and_records_failures(tmp_pa
     calls.clear()
     run_grid(grid, runner=fake_runner)
     assert len(calls) == 2
+
+
+def _eval(scores: dict[str, float]) -> dict:
+    """A stage's held-out eval of short `count` questions, both modes scoring the same."""
+    return {"scores": {m: dict(scores) for m in ("deep", "fast")}, "questions": {q: ["short", "count"] for q in scores}}
+
+
+def test_per_seed_setup_trains_one_start_per_seed_and_deltas_use_that_seeds_warmup(tmp_path):
+    """Seed k's cells start from setup k, and a GRPO-only cell's warm-up -> GRPO delta pairs its own
+    GRPO scores with its seed's warm-up scores on the same questions."""
+    body = (GRID.replace('setup: {overrides: ["stages=[warmup]"]}', 'setup: {overrides: ["stages=[warmup]"], per_seed: true}')
+            .replace("  tokens: grpo_total_tokens", "  delta: heldout_deltas.stages.warmup->grpo.all.deep.delta")
+            + "baseline_columns:\n  warm: warmup.heldout_accuracy.deep\n")
+    grid = load_grid(_grid_file(tmp_path, body))
+    restrict_axis(grid, "schedule=deep")
+    restrict_axis(grid, "lr=mid")
+    assert setup_dir(grid, 0) != setup_dir(grid, 1) and setup_dir(grid, 0).parent == setup_dir(grid, 1).parent
+    questions = [f"q{i}" for i in range(10)]
+    calls: list[list[str]] = []
+
+    def fake_runner(cmd: list[str], log: Path, timeout_s: int) -> int:
+        calls.append(cmd)
+        out = Path(next(a for a in cmd if a.startswith("output_dir=")).split("=", 1)[1])
+        seed = int(next(a for a in cmd if a.startswith("seed=")).split("=", 1)[1])
+        if "stages=[warmup]" in cmd:  # setup: seed 0's warm-up gets 2 of 10 right, seed 1's gets 6
+            _fake_setup(out)
+            right = 2 if seed == 0 else 6
+            metrics = {"warmup": {"heldout_accuracy": {"deep": right / 10},
+                                  "eval": _eval({q: float(i < right) for i, q in enumerate(questions)})}}
+        else:  # every cell's GRPO gets 7 of 10 right
+            metrics = {"grpo": {"heldout_accuracy": {"deep": 0.7}, "log": [],
+                                "eval": _eval({q: float(i < 7) for i, q in enumerate(questions)})}}
+        (out / "report").mkdir(parents=True, exist_ok=True)
+        (out / "report" / "metrics.json").write_text(json.dumps(metrics))
+        return 0
+
+    run_grid(grid, runner=fake_runner)
+    setups = [c for c in calls if "stages=[warmup]" in c]
+    assert [c[-1] for c in setups] == ["seed=0", "seed=1"]  # one setup per seed, seeded
+    cells = [c for c in calls if "stages=[warmup]" not in c]
+    for cmd in cells:
+        seed = int(cmd[-1].split("=")[1])
+        assert f"policy.name_or_path={setup_dir(grid, seed) / 'policy_warmup'}" in cmd
+    rows = {r["cell"]: r for r in csv.DictReader((tmp_path / "out" / "results.csv").open())}
+    assert float(rows["baseline (setup, seed 0)"]["warm"]) == 0.2 and float(rows["baseline (setup, seed 1)"]["warm"]) == 0.6
+    assert float(rows["schedule-deep__lr-mid"]["delta"]) == pytest.approx(0.5)
+    assert float(rows["schedule-deep__lr-mid__seed-1"]["delta"]) == pytest.approx(0.1)
+    # A rerun finds every setup and cell.
+    calls.clear()
+    run_grid(grid, runner=fake_runner)
+    assert calls == []
+
+
+def test_with_setup_keeps_the_cells_own_stages_and_leaves_setup_free_runs_alone():
+    from rl.ablate import with_setup
+
+    cell = {"grpo": {"eval": _eval({"a": 1.0, "b": 1.0})}}
+    assert with_setup(cell, None) is cell
+    assert "heldout_deltas" not in with_setup(cell, {"wall_seconds": 3})  # nothing stage-like to add
+    merged = with_setup(cell, {"warmup": {"eval": _eval({"a": 0.0, "b": 1.0})}, "grpo": {"eval": _eval({"a": 0.0})}})
+    assert merged["grpo"] is cell["grpo"]  # the cell's GRPO, not the setup's
+    assert merged["heldout_deltas"]["stages"]["warmup->grpo"]["all"]["deep"]["delta"] == pytest.approx(0.5)
 
 
 def test_a_cell_whose_result_came_from_another_config_is_refused_not_reused(tmp_path):

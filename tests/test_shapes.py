@@ -299,7 +299,7 @@ def test_rl_split_is_fresh_scenes_apart_from_train_and_heldout():
     assert "rl" not in make_shapes(10, 2, 1, seed=2)
 
 
-@pytest.mark.parametrize("qtype", ["colour_count", "size_count", "shape_count", "more", "neighbour"])
+@pytest.mark.parametrize("qtype", ["colour_count", "size_count", "shape_count", "more", "colour_more", "neighbour"])
 def test_compositional_answers_follow_from_the_scene(qtype):
     from rl.data.scenes import NEIGHBOUR_STEPS, RELATION_PHRASES
 
@@ -323,6 +323,13 @@ def test_compositional_answers_follow_from_the_scene(qtype):
             x, y = q.split()[3].rstrip("s"), q.split()[5].rstrip("s?")
             nx, ny = (sum(o["shape"] == s for o in objs) for s in (x, y))
             assert nx != ny and a == ("yes" if nx > ny else "no")
+        elif qtype == "colour_more":  # "Are there more red shapes than blue shapes?"
+            x, y = q.split()[3], q.split()[6]
+            nx, ny = (sum(o["colour"] == c for o in objs) for c in (x, y))
+            assert nx != ny and a == ("yes" if nx > ny else "no")
+            from rl.data.shapes_questions import COUNT_STEP  # both counts, in the filter step's words
+
+            assert [m.groups() for m in COUNT_STEP.finditer(row["reasoning"])] == [(str(nx), x), (str(ny), y)]
         else:
             word = next(w for w, p in RELATION_PHRASES.items() if f"shape {p} the " in q)
             name = q.split(f"shape {RELATION_PHRASES[word]} the ")[1].rstrip("?")
@@ -337,7 +344,7 @@ def test_compositional_answers_follow_from_the_scene(qtype):
             from rl.data.shapes_questions import COUNT_STEP, asked_kind  # the diagnostics' reading of it
 
             assert COUNT_STEP.search(row["reasoning"]).groups() == (a, asked_kind(q)) == (a, kind)
-    if qtype == "more":  # balanced: one word cannot earn most of the reward
+    if qtype in ("more", "colour_more"):  # balanced: one word cannot earn most of the reward
         assert 0.3 < ds["answer"].count("yes") / len(ds) < 0.7
 
 

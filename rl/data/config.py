@@ -16,7 +16,7 @@ from rl.configlib import FieldError
 TASKS: tuple[str, ...] = ("short", "freeform", "description")
 # Question types of the `short` task in the Shapes generator (rl.data.shapes has their questions).
 PERCEPTION_QTYPES: tuple[str, ...] = ("colour", "count", "shape", "relation", "exists")
-COMPOSE_QTYPES: tuple[str, ...] = ("colour_count", "size_count", "shape_count", "more", "neighbour")
+COMPOSE_QTYPES: tuple[str, ...] = ("colour_count", "size_count", "shape_count", "more", "colour_more", "neighbour")
 
 
 def _default_task_weights() -> dict[str, float]:
@@ -36,7 +36,8 @@ class ShapesConfig:
     task_weights: dict[str, float] = field(default_factory=_default_task_weights)
     # Question types a `short` question is drawn from (uniformly, among those a scene supports):
     # the perception types by default; add the compositional ones (`rl.data.shapes.COMPOSE_QTYPES`:
-    # colour_count, size_count, shape_count, more, neighbour) for a task that reasoning over the inventory solves.
+    # colour_count, size_count, shape_count, more, colour_more, neighbour) for a task that reasoning
+    # over the inventory solves.
     short_qtypes: list[str] = field(default_factory=lambda: list(PERCEPTION_QTYPES))
     # Fresh scenes for the RL stage (split `rl`, disjoint from train and held-out); 0 = none, the
     # RL stage then samples its prompts from the train split.

@@ -197,6 +197,23 @@ def _q_more(scene: Scene, rng: random.Random) -> tuple[str, str, str] | None:
     return f"Are there more {a}s than {b}s?", "yes" if yes else "no", reasoning
 
 
+def _q_colour_more(scene: Scene, rng: random.Random) -> tuple[str, str, str] | None:
+    """"Are there more red shapes than blue shapes?": two filter-and-count steps on colours, then
+    the comparison. Taught by the warm-up, it puts colour words in the filter step's slot that a
+    colour count (left to RL) needs."""
+    counts = {c: sum(o.colour == c for o in scene.objects) for c in COLOURS}
+    pairs = [(a, b) for a in COLOURS for b in COLOURS if a != b and counts[a] != counts[b]]
+    if not pairs:
+        return None
+    want_yes = rng.random() < 0.5  # half yes, half no, as in `more`
+    pool = [(a, b) for a, b in pairs if (counts[a] > counts[b]) == want_yes] or pairs
+    a, b = rng.choice(pool)
+    yes = counts[a] > counts[b]
+    reasoning = (f"{_of_these(counts[a], a)} {_of_these(counts[b], b)} "
+                 f"So there are {'more' if yes else 'fewer'} {a} shapes than {b} shapes.")
+    return f"Are there more {a} shapes than {b} shapes?", "yes" if yes else "no", reasoning
+
+
 def _q_neighbour(scene: Scene, rng: random.Random) -> tuple[str, str, str] | None:
     by_cell = {o.cell: o for o in scene.objects}
     options = []
@@ -224,6 +241,7 @@ _SHORT = {
     "size_count": _q_size_count,
     "shape_count": _q_shape_count,
     "more": _q_more,
+    "colour_more": _q_colour_more,
     "neighbour": _q_neighbour,
 }
 
