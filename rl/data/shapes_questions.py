@@ -182,17 +182,26 @@ def _q_shape_count(scene: Scene, rng: random.Random) -> tuple[str, str, str]:
     return f"How many {shape}s are there?", str(n), _of_these(n, shape, noun=True)
 
 
-def _q_more(scene: Scene, rng: random.Random) -> tuple[str, str, str] | None:
-    counts = {s: sum(o.shape == s for o in scene.objects) for s in SHAPES}
-    pairs = [(a, b) for a in SHAPES for b in SHAPES if a != b and counts[a] != counts[b]]
+def _compared_pair(counts: dict[str, int], rng: random.Random) -> tuple[str, str, bool] | None:
+    """Two kinds with different counts for a "more X than Y?" question, and whether X has more;
+    half yes, half no (otherwise one word would earn most of the reward). None when every count
+    is equal."""
+    pairs = [(a, b) for a in counts for b in counts if a != b and counts[a] != counts[b]]
     if not pairs:
         return None
-    # Half yes, half no: otherwise one word would earn most of the reward.
     want_yes = rng.random() < 0.5
     pool = [(a, b) for a, b in pairs if (counts[a] > counts[b]) == want_yes] or pairs
     a, b = rng.choice(pool)
-    yes = counts[a] > counts[b]
-    reasoning = (f"That makes {_plural(counts[a], a)} and {_plural(counts[b], b)}, "
+    return a, b, counts[a] > counts[b]
+
+
+def _q_more(scene: Scene, rng: random.Random) -> tuple[str, str, str] | None:
+    picked = _compared_pair({s: sum(o.shape == s for o in scene.objects) for s in SHAPES}, rng)
+    if picked is None:
+        return None
+    a, b, yes = picked
+    na, nb = (sum(o.shape == s for o in scene.objects) for s in (a, b))
+    reasoning = (f"That makes {_plural(na, a)} and {_plural(nb, b)}, "
                  f"so there are {'more' if yes else 'fewer'} {a}s than {b}s.")
     return f"Are there more {a}s than {b}s?", "yes" if yes else "no", reasoning
 
@@ -201,15 +210,12 @@ def _q_colour_more(scene: Scene, rng: random.Random) -> tuple[str, str, str] | N
     """"Are there more red shapes than blue shapes?": two filter-and-count steps on colours, then
     the comparison. Taught by the warm-up, it puts colour words in the filter step's slot that a
     colour count (left to RL) needs."""
-    counts = {c: sum(o.colour == c for o in scene.objects) for c in COLOURS}
-    pairs = [(a, b) for a in COLOURS for b in COLOURS if a != b and counts[a] != counts[b]]
-    if not pairs:
+    picked = _compared_pair({c: sum(o.colour == c for o in scene.objects) for c in COLOURS}, rng)
+    if picked is None:
         return None
-    want_yes = rng.random() < 0.5  # half yes, half no, as in `more`
-    pool = [(a, b) for a, b in pairs if (counts[a] > counts[b]) == want_yes] or pairs
-    a, b = rng.choice(pool)
-    yes = counts[a] > counts[b]
-    reasoning = (f"{_of_these(counts[a], a)} {_of_these(counts[b], b)} "
+    a, b, yes = picked
+    na, nb = (sum(o.colour == c for o in scene.objects) for c in (a, b))
+    reasoning = (f"{_of_these(na, a)} {_of_these(nb, b)} "
                  f"So there are {'more' if yes else 'fewer'} {a} shapes than {b} shapes.")
     return f"Are there more {a} shapes than {b} shapes?", "yes" if yes else "no", reasoning
 
