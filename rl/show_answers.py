@@ -12,6 +12,11 @@ shape_count) answered in deep mode, how often the reasoning's filter step ("Of t
 large.") names the kind the question asks about, which kinds it names instead, how often the
 answer repeats the step's count, and the accuracy when the kind is right: whether deep mode's
 reasoning is causal for its answer, and where it goes wrong.
+
+`--inventory` adds, for the perception questions an object inventory answers (exists, colour,
+shape) in deep mode, how often the inventory the reasoning opens with implies the reference
+answer (perception) and how often the final answer is the one the inventory implies (reading
+it): whether a wrong answer comes from what the model saw or from what it did with it.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rl.data.shapes_questions import COUNT_STEP, asked_kind
+from rl.data.shapes_questions import COUNT_STEP, answer_from_inventory, asked_kind, inventory_objects
+
+INVENTORY_QTYPES = ("exists", "colour", "shape")
 
 
 def count_step_summary(answers: list[tuple[str, str, str, bool]]) -> dict[str, dict[str, Any]]:
@@ -54,6 +61,36 @@ def count_step_summary(answers: list[tuple[str, str, str, bool]]) -> dict[str, d
     return out
 
 
+def inventory_summary(answers: list[tuple[str, str, str, str]]) -> dict[str, dict[str, Any]]:
+    """Per qtype and over all (key "all"), from (qtype, question, deep completion text, reference)
+    of exists / colour / shape questions: n, the share whose opening inventory implies an answer
+    (`readable`) and, of those, the shares whose inventory implies the reference
+    (`inventory_right`), whose final answer is the implied one (`follows`), and whose final
+    answer is the implied one when the inventory is right (`follows_when_right`)."""
+    counts: dict[str, dict[str, int]] = {}
+    for qtype, question, text, reference in answers:
+        reasoning, _, final = text.partition("</think>")
+        implied = answer_from_inventory(question, inventory_objects(reasoning.replace("<think>", "")))
+        for key in (qtype, "all"):
+            d = counts.setdefault(key, {"n": 0, "readable": 0, "right": 0, "follows": 0, "follows_right": 0})
+            d["n"] += 1
+            if implied is None:
+                continue
+            follows = final.strip().lower() == implied
+            d["readable"] += 1
+            d["right"] += implied == reference
+            d["follows"] += follows
+            d["follows_right"] += follows and implied == reference
+    out: dict[str, dict[str, Any]] = {}
+    for key, d in counts.items():
+        r = d["readable"]
+        out[key] = {"n": d["n"], "readable": r / d["n"],
+                    "inventory_right": d["right"] / r if r else None,
+                    "follows": d["follows"] / r if r else None,
+                    "follows_when_right": d["follows_right"] / d["right"] if d["right"] else None}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rl.show_answers", description=__doc__.splitlines()[0])
     p.add_argument("--policy", required=True, help="policy folder (Hugging Face format)")
@@ -62,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=8, help="how many held-out rows")
     p.add_argument("--count-steps", action="store_true",
                    help="summarise deep mode's filter step on count-of-a-kind questions (JSON, last line)")
+    p.add_argument("--inventory", action="store_true",
+                   help="summarise whether deep mode's exists/colour/shape answers follow its own inventory "
+                        "(JSON, last line)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = p.parse_args(argv)
     if not Path(args.policy).is_dir():
@@ -81,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     model, processor, _ = load_policy(PolicyConfig(name_or_path=args.policy))
     engine = HFEngine(model.eval(), processor, dict(cfg.rollout.max_tokens))
     counted: list[tuple[str, str, str, bool]] = []
+    looked_up: list[tuple[str, str, str, str]] = []
     for mode in ("deep", "fast"):
         for row, ro in zip(rows, engine.generate(eval_requests(rows, mode, cfg.eval.seed)), strict=True):
             text = ro.completions[0].text if ro.ok and ro.completions else ""
@@ -92,8 +133,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{int(correct)}\t{' '.join(text.split())}")
             if mode == "deep" and str(row.get("qtype", "")).endswith("_count"):
                 counted.append((row["qtype"], question, text, correct))
+            if mode == "deep" and row.get("qtype") in INVENTORY_QTYPES:
+                looked_up.append((row["qtype"], question, text, str(row["answer"])))
     if args.count_steps:
         print(json.dumps(count_step_summary(counted), sort_keys=True))
+    if args.inventory:
+        print(json.dumps(inventory_summary(looked_up), sort_keys=True))
     return 0
 
 

@@ -161,6 +161,33 @@ def asked_kind(question: str) -> str:
     return words[2].rstrip("s") if len(words) > 2 else ""
 
 
+# `inventory` as read back from a model's reasoning: the (colour, shape) of each object named in
+# its first sentence ("I see a small red circle at the top left and ...").
+INVENTORY_OBJECT = re.compile(rf"\b({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")
+_EXISTS_Q = re.compile(rf"Is there an? ({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\?")
+_COLOUR_Q = re.compile(rf"What colour is the ({'|'.join(SHAPES)})\?")
+_SHAPE_Q = re.compile(rf"What shape is the ({'|'.join(COLOURS)}) object\?")
+
+
+def inventory_objects(reasoning: str) -> list[tuple[str, str]]:
+    """(colour, shape) of the objects the reasoning's opening inventory names, in order."""
+    return INVENTORY_OBJECT.findall(reasoning.split(".")[0])
+
+
+def answer_from_inventory(question: str, objects: list[tuple[str, str]]) -> str | None:
+    """The answer an `exists`, `colour` or `shape` question has if `objects` were the scene (None
+    for other questions, or when the inventory names no single object the question refers to)."""
+    if m := _EXISTS_Q.fullmatch(question):
+        return "yes" if (m.group(1), m.group(2)) in objects else "no"
+    if m := _COLOUR_Q.fullmatch(question):
+        found = [c for c, sh in objects if sh == m.group(1)]
+    elif m := _SHAPE_Q.fullmatch(question):
+        found = [sh for c, sh in objects if c == m.group(1)]
+    else:
+        return None
+    return found[0] if len(found) == 1 else None
+
+
 def _q_colour_count(scene: Scene, rng: random.Random) -> tuple[str, str, str]:
     counts = {c: sum(o.colour == c for o in scene.objects) for c in COLOURS}
     colour = _balanced_pick(rng, counts)

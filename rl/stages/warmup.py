@@ -20,6 +20,7 @@ from typing import Any
 
 from rl.configlib import FieldError
 from rl.sft_data import DEFAULT_HARD_QTYPES
+from rl.vision_pretrain import VisionPretrainConfig
 
 # SFTConfig fields the stage sets from its own fields; naming them under `trl:` would give
 # one knob two sources of truth.
@@ -63,6 +64,9 @@ class WarmupConfig:
     # to held-out 0.343 / 0.286 (deep / fast) and CHAIRi 0.55, against 0.362 / 0.374 and 0.38
     # at 1.0 (README, "Does GRPO learn here?").
     vision_lr_scale: float = 1.0
+    # Per-cell scene-label training of the vision tower before the SFT (`rl.vision_pretrain`, the
+    # tiny model's stand-in for a pretrained encoder; Shapes data only). Off by default.
+    vision_pretrain: VisionPretrainConfig = field(default_factory=VisionPretrainConfig)
     # Batches of similar length (transformers' LengthGroupedSampler over each example's token
     # count): deep answers and descriptions are ~3x longer than fast answers, so random batches
     # carry much padding. Changes which examples share a batch, not which examples are seen.
@@ -86,6 +90,7 @@ class WarmupConfig:
             raise FieldError("vision_lr_scale", f"must be a positive number, got {self.vision_lr_scale}")
         if self.mode_mix is not None and not 0.0 <= self.mode_mix <= 1.0:
             raise FieldError("mode_mix", f"must be empty (both modes) or in [0, 1], got {self.mode_mix}")
+        self.vision_pretrain.validate()
         if self.max_examples < 0:
             raise FieldError("max_examples", f"must be >= 0 (0 = all), got {self.max_examples}")
         for key in self.trl:
@@ -127,19 +132,39 @@ def sft_args(cfg: WarmupConfig, out: Path, seed: int, on_cpu: bool):
     return SFTConfig(**kwargs)
 
 
-def load_for_training(ctx: Any, cfg: WarmupConfig) -> tuple[Any, Any]:
-    """(model, processor) from `ctx.model_path`, with the configured frozen parts and LoRA."""
+def load_for_training(ctx: Any, cfg: WarmupConfig, pretrain: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """(model, processor) from `ctx.model_path`, with the configured frozen parts and LoRA.
+
+    With `pretrain` (a dict) and `cfg.vision_pretrain.steps` > 0, the vision tower is first
+    pretrained on the train split's scene labels; its metrics are written into `pretrain`.
+    """
     from policies.loading import PolicyConfig, apply_lora, freeze_vision, load_model, load_processor
 
     policy = getattr(ctx.cfg, "policy", PolicyConfig())
     pcfg = PolicyConfig(**{**vars(policy), "name_or_path": ctx.model_path})
     model = load_model(ctx.model_path, pcfg)
     processor = load_processor(ctx.model_path, pcfg.trust_remote_code)
+    if pretrain is not None and cfg.vision_pretrain.steps:
+        pretrain.update(pretrain_perception(ctx, cfg, model, processor))
     if not cfg.train_vision:
         freeze_vision(model)
     if pcfg.lora.enabled:
         model = apply_lora(model, pcfg.lora)
     return model, processor
+
+
+def pretrain_perception(ctx: Any, cfg: WarmupConfig, model: Any, processor: Any) -> dict[str, Any]:
+    """`rl.vision_pretrain` on fresh Shapes scenes, keeping the held-out and RL scenes unseen."""
+    from rl.vision_pretrain import excluded_signatures, pretrain_vision
+
+    data_cfg = getattr(ctx.cfg, "data", None)
+    if getattr(data_cfg, "source", "shapes") != "shapes":
+        raise FieldError("vision_pretrain.steps", "perception pretraining draws Shapes scenes; with "
+                         f"data.source={data_cfg.source!r} set warmup.vision_pretrain.steps=0")
+    shapes = getattr(data_cfg, "shapes", None)
+    avoid = excluded_signatures(ctx.data.eval, getattr(ctx.data, "rl", None))
+    return pretrain_vision(model, processor, cfg.vision_pretrain, ctx.data.eval, avoid,
+                           image_size=getattr(shapes, "image_size", 64), seed=getattr(ctx.cfg, "seed", 0))
 
 
 def point_tensorboard(trainer: Any, log_dir: Path) -> None:
@@ -249,13 +274,16 @@ def run(ctx: Any) -> dict[str, Any]:
             return {"enabled": False, "steps": 0}
         model, processor = load_for_training(ctx, cfg)
         return {"enabled": False, "steps": 0, **heldout_metrics(ctx, model, processor)}
-    model, processor = load_for_training(ctx, cfg)
+    pretrain: dict[str, Any] = {}
+    model, processor = load_for_training(ctx, cfg, pretrain)
     dataset = sft_dataset(ctx, cfg, processor)
     stats = train(ctx, cfg, model, processor, dataset)
     model = merge_lora(model)  # rollout engines and later stages load plain weights
     folder = save_policy(model, processor, Path(ctx.out) / "policy_warmup")
     ctx.model_path = str(folder)
     out = {**stats, "data": summarize(dataset), "policy": str(folder)}
+    if pretrain:
+        out["vision_pretrain"] = pretrain
     if self_eval:
         out.update(heldout_metrics(ctx, model, processor))
     return out
