@@ -218,10 +218,9 @@ def pretrain_vision(model: Any, processor: Any, cfg: VisionPretrainConfig, heldo
     rng = random.Random(f"vision_pretrain/{seed}")
     losses: list[float] = []
     t0 = time.perf_counter()
-    for step in range(cfg.steps):
-        lr = cfg.learning_rate * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))  # cosine to 0
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+    # A constant rate: shape recognition is learnt late (held-out shape accuracy ~0.8 at step 300,
+    # 0.99 by 500-600 at 1e-3), and a cosine decay over 600 steps stopped it at 0.94 (measured).
+    for _ in range(cfg.steps):
         batch = fresh_batch(rng, cfg.batch_size, image_size, avoid)
         loss = label_loss(probe.logits([im for im, _ in batch]), torch.tensor([lab for _, lab in batch]))
         optimizer.zero_grad()
