@@ -17,6 +17,11 @@ reasoning is causal for its answer, and where it goes wrong.
 shape) in deep mode, how often the inventory the reasoning opens with implies the reference
 answer (perception) and how often the final answer is the one the inventory implies (reading
 it): whether a wrong answer comes from what the model saw or from what it did with it.
+
+`--reading` adds the teacher-forced view of the same rows (`rl.reading`): fed the gold deep
+completion, how often the policy predicts the next token of the inventory, of the lookup that
+reads it and of the final answer; a low lookup or answer share with a high inventory share means
+the language model cannot read a right inventory.
 """
 
 from __future__ import annotations
@@ -102,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inventory", action="store_true",
                    help="summarise whether deep mode's exists/colour/shape answers follow its own inventory "
                         "(JSON, last line)")
+    p.add_argument("--reading", action="store_true",
+                   help="summarise teacher-forced next-token accuracy of the gold deep completion's inventory, "
+                        "lookup and answer (JSON, last line)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = p.parse_args(argv)
     if not Path(args.policy).is_dir():
@@ -139,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(count_step_summary(counted), sort_keys=True))
     if args.inventory:
         print(json.dumps(inventory_summary(looked_up), sort_keys=True))
+    if args.reading:
+        from rl.reading import reading_summary
+
+        print(json.dumps(reading_summary(model, processor, rows), sort_keys=True))
     return 0
 
 

@@ -64,3 +64,13 @@ def test_inventory_read_back_parses_the_generated_reasoning():
     for r in rows:
         question = r["prompt"][-1]["content"]
         assert answer_from_inventory(question, inventory_objects(r["reasoning"])) == r["answer"], (question, r["reasoning"])
+
+
+def test_reading_flag_prints_teacher_forced_shares(tiny_model_dir, capsys):
+    import json
+
+    assert show_answers.main(["--policy", tiny_model_dir, "--config", "configs/smoke.yaml", "--n", "3",
+                              "--qtypes", "colour,exists", "--reading"]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["all"]["n"] == 3
+    assert all(0.0 <= summary["all"][k] <= 1.0 for k in ("inventory", "answer"))
