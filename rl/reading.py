@@ -10,7 +10,9 @@ share measures perception, the lookup and answer shares measure whether the lang
 read a right inventory at all. Only the words a scene decides are scored (colours, shapes, sizes;
 the template words around them are near 1.0 for any policy), plus the lookup's first token, its
 `decision` ("None of them ..." against "The yellow circle ..." for exists, "There is only one
-..." against "The only ..." elsewhere). `python -m rl.show_answers --reading` prints the summary.
+..." against "The only ..." elsewhere). `inventory_answers` is the free-running view: the policy
+is given the gold inventory sentence and generates the rest greedily; its final answer is scored.
+`python -m rl.show_answers --reading` prints both summaries.
 """
 
 from __future__ import annotations
@@ -113,3 +115,35 @@ def reading_summary(model: Any, processor: Any, rows: list[dict[str, Any]]) -> d
                 acc[1] += total
     return {key: {"n": counts[key], **{name: round(r / t, 4) for name, (r, t) in d.items() if t}}
             for key, d in totals.items()}
+
+
+def inventory_answers(model: Any, processor: Any, rows: list[dict[str, Any]], max_new_tokens: int = 64) -> dict[str, float]:
+    """Per qtype and over all ("all"): the share of rows answered right when the policy is given
+    the prompt (with the row's images) and the gold inventory sentence after `<think>`, and
+    generates the lookup and the answer greedily. Rows without a gold reasoning are skipped."""
+    import torch
+
+    from rl.evaluate import is_correct
+
+    tok = getattr(processor, "tokenizer", processor)
+    tally: dict[str, list[int]] = {}
+    was_training = model.training
+    model.eval()
+    for row in rows:
+        if not row.get("reasoning"):
+            continue
+        images = list(row.get("images") or [])
+        head = gold_segments(row["reasoning"], str(row["answer"]), eos_token_of(processor))[0][1]
+        prompt = render_prompt(processor, list(row["prompt"]), "deep", len(images), 0) + head
+        enc = processor(text=[prompt], images=[images] if images else None, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)
+        text = head + tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=False)
+        text = text.split(eos_token_of(processor))[0]
+        for key in (str(row.get("qtype") or row["task"]), "all"):
+            t = tally.setdefault(key, [0, 0])
+            t[0] += int(is_correct(row, text))
+            t[1] += 1
+    model.train(was_training)
+    return {key: round(right / total, 4) for key, (right, total) in tally.items()}

@@ -148,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.inventory:
         print(json.dumps(inventory_summary(looked_up), sort_keys=True))
     if args.reading:
-        from rl.reading import reading_summary
+        from rl.reading import inventory_answers, reading_summary
 
+        print(json.dumps({"answer_from_gold_inventory": inventory_answers(model, processor, rows)}, sort_keys=True))
         print(json.dumps(reading_summary(model, processor, rows), sort_keys=True))
     return 0
 

@@ -393,3 +393,26 @@ def test_compare_and_motion_rows_hold_two_images_or_a_clip_whose_answer_the_pixe
         assert len(clip["frames"]) == 4 and clip["fps"] == 2.0 and row["answer"] in {"left", "right", "up", "down"}
         assert clip["frames"][0] != clip["frames"][-1]  # the object moved
     assert motion_row(0, "train", 3, 56, 4, 2.0) == motion_row(0, "train", 3, 56, 4, 2.0)  # deterministic
+
+
+def test_exists_filter_reasoning_asks_the_same_and_reads_off_its_answer():
+    """`exists_reasoning=filter` keeps every question and answer of the default and reasons in two
+    steps whose conclusion is the answer: the colours of the asked shape, then the asked colour."""
+    lookup = make_shapes(num_train_images=40, num_heldout_images=10, seed=4)
+    filtered = make_shapes(num_train_images=40, num_heldout_images=10, seed=4, exists_reasoning="filter")
+    seen = 0
+    for split in ("train", "heldout"):
+        for a, b in zip(lookup[split], filtered[split], strict=True):
+            assert (a["question"], a["answer"], a["qtype"]) == (b["question"], b["answer"], b["qtype"])
+            if a["qtype"] != "exists":
+                assert a["reasoning"] == b["reasoning"]
+                continue
+            seen += 1
+            colour, shape = re.fullmatch(r"Is there a (\w+) (\w+)\?", b["question"]).groups()
+            colours = [name.split()[0] for name in b["objects"] if name.split()[1] == shape]
+            step = b["reasoning"].split(". ", 1)[1]
+            assert step.startswith(f"The {shape}s are" if colours else f"There are no {shape}s")
+            assert all(c in step for c in colours)
+            verdict = "a" if b["answer"] == "yes" else "no"
+            assert step.endswith(f", so there is {verdict} {colour} {shape}.")
+    assert seen >= 5

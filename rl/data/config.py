@@ -46,6 +46,13 @@ class ShapesConfig:
     # cell by cell; "tally" adds the count of every colour and shape after it, so a count of a
     # kind or a "more X than Y" answer can be read off the reasoning (rl.data.shapes._tally).
     reasoning: Literal["inventory", "tally"] = "inventory"
+    # How deep mode checks an existence question ("Is there a yellow circle?") after the
+    # inventory: "lookup" names the object or says "None of them is a yellow circle." (one step:
+    # match a colour-shape pair against the whole list); "filter" first lists the colours of the
+    # asked shape, then compares one colour locally ("The circles are red and blue, so there is no
+    # yellow circle."). Same questions and answers either way. Measured (text only, tiny LM, 500
+    # steps, README): the model answers from a gold inventory 0.67 with "lookup", 0.89 with "filter".
+    exists_reasoning: Literal["lookup", "filter"] = "lookup"
     # Extra `short` rows with two images ("Which image has more circles, the first or the
     # second?") and with a video ("Which way does the red circle move?": `video_frames` frames at
     # `video_fps`), as a share of each split's image count (`rl.data.shapes_media`). 0 = none;
@@ -84,6 +91,8 @@ class ShapesConfig:
             raise FieldError("video_fps", f"must be a positive number, got {self.video_fps}")
         if self.reasoning not in ("inventory", "tally"):
             raise FieldError("reasoning", f"{self.reasoning!r} is not 'inventory' or 'tally'")
+        if self.exists_reasoning not in ("lookup", "filter"):
+            raise FieldError("exists_reasoning", f"{self.exists_reasoning!r} is not 'lookup' or 'filter'")
         known = PERCEPTION_QTYPES + COMPOSE_QTYPES
         if not self.short_qtypes:
             raise FieldError("short_qtypes", f"name at least one of {', '.join(known)}")

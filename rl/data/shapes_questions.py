@@ -20,6 +20,7 @@ from rl.data.scenes import (
     SHAPES,
     SIZES,
     Scene,
+    SceneObject,
     relations,
     where_phrase,
 )
@@ -102,18 +103,36 @@ def _q_relation(scene: Scene, rng: random.Random) -> tuple[str, str, str] | None
     return f"Is the {a.name} {phrase}?", "yes" if rel in true else "no", reasoning
 
 
-def _q_exists(scene: Scene, rng: random.Random) -> tuple[str, str, str]:
+def _exists_target(scene: Scene, rng: random.Random) -> tuple[str, str, SceneObject | None]:
+    """The (colour, shape) an existence question asks about, and the object when it is present:
+    half the time an object of the scene, otherwise a plausible absent pair (one that shares its
+    colour or its shape with something in the picture)."""
     if rng.random() < 0.5:
         o = rng.choice(scene.objects)
-        reasoning = f"The {o.name} is at the {o.position}."
-        return f"Is there a {o.name}?", "yes", reasoning
+        return o.colour, o.shape, o
     present = {(o.colour, o.shape) for o in scene.objects}
     absent = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present]
-    # A plausible distractor shares its colour or its shape with something in the picture.
     plausible = [(c, s) for c, s in absent if any(c == pc or s == ps for pc, ps in present)]
     colour, shape = rng.choice(plausible or absent)
-    reasoning = f"None of them is a {colour} {shape}."
-    return f"Is there a {colour} {shape}?", "no", reasoning
+    return colour, shape, None
+
+
+def _q_exists(scene: Scene, rng: random.Random) -> tuple[str, str, str]:
+    colour, shape, found = _exists_target(scene, rng)
+    if found is not None:
+        return f"Is there a {found.name}?", "yes", f"The {found.name} is at the {found.position}."
+    return f"Is there a {colour} {shape}?", "no", f"None of them is a {colour} {shape}."
+
+
+def _q_exists_filter(scene: Scene, rng: random.Random) -> tuple[str, str, str]:
+    """The same question as `_q_exists` (same draws), reasoned in two local steps: the colours
+    of the asked shape, then whether the asked colour is among them."""
+    colour, shape, _ = _exists_target(scene, rng)
+    colours = [o.colour for o in scene.objects if o.shape == shape]
+    head = f"The {shape}s are {_listing(colours)}" if colours else f"There are no {shape}s"
+    yes = colour in colours
+    reasoning = f"{head}, so there is {'a' if yes else 'no'} {colour} {shape}."
+    return f"Is there a {colour} {shape}?", "yes" if yes else "no", reasoning
 
 
 def _q_where(scene: Scene, rng: random.Random) -> tuple[str, str, str] | None:
@@ -285,16 +304,19 @@ def make_question(
     rng: random.Random,
     short_qtypes: tuple[str, ...] | list[str] = SHORT_QTYPES,
     reasoning: str = "inventory",
+    exists_reasoning: str = "lookup",
 ) -> dict[str, str] | None:
     """One question of `task` about `scene` (None when the scene cannot support it); a `short`
     question draws its qtype uniformly from `short_qtypes` among those the scene supports.
-    `reasoning` is the style of the reasoning text (`ShapesConfig.reasoning`)."""
+    `reasoning` is the style of the reasoning text (`ShapesConfig.reasoning`), `exists_reasoning`
+    that of existence questions (`ShapesConfig.exists_reasoning`)."""
     if task == "short":
         order = list(short_qtypes)
         rng.shuffle(order)
         made = None
         for qtype in order:  # colour/shape/relation need a suitable scene; count/exists always fit
-            made = _SHORT[qtype](scene, rng)
+            made = (_q_exists_filter(scene, rng) if qtype == "exists" and exists_reasoning == "filter"
+                    else _SHORT[qtype](scene, rng))
             if made:
                 break
     elif task == "freeform":
@@ -321,15 +343,16 @@ def questions_for(scene: Scene, rng: random.Random, cfg: ShapesConfig) -> list[d
         chosen = None
         for _try in range(10):
             task = rng.choices(tasks, weights=[weights[t] for t in tasks])[0]
-            q = make_question(scene, task, rng, cfg.short_qtypes, cfg.reasoning)
+            q = make_question(scene, task, rng, cfg.short_qtypes, cfg.reasoning, cfg.exists_reasoning)
             if q is None:
                 continue
             chosen = q
             if q["question"] not in asked:
                 break
         if chosen is None:  # only unsupported tasks/qtypes were drawn (e.g. freeform, one object)
-            chosen = (make_question(scene, "short", rng, cfg.short_qtypes, cfg.reasoning)
-                      or make_question(scene, "short", rng, reasoning=cfg.reasoning))
+            chosen = (make_question(scene, "short", rng, cfg.short_qtypes, cfg.reasoning, cfg.exists_reasoning)
+                      or make_question(scene, "short", rng, reasoning=cfg.reasoning,
+                                       exists_reasoning=cfg.exists_reasoning))
         asked.add(chosen["question"])
         out.append(chosen)
     return out

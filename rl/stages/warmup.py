@@ -20,6 +20,7 @@ from typing import Any
 
 from rl.configlib import FieldError
 from rl.sft_data import DEFAULT_HARD_QTYPES
+from rl.text_pretrain import TextPretrainConfig
 from rl.vision_pretrain import VisionPretrainConfig
 
 # SFTConfig fields the stage sets from its own fields; naming them under `trl:` would give
@@ -67,6 +68,10 @@ class WarmupConfig:
     # Per-cell scene-label training of the vision tower before the SFT (`rl.vision_pretrain`, the
     # tiny model's stand-in for a pretrained encoder; Shapes data only). Off by default.
     vision_pretrain: VisionPretrainConfig = field(default_factory=VisionPretrainConfig)
+    # Text-only training of the language model on deep completions of fresh scenes' questions
+    # (the taught qtypes only) before the SFT (`rl.text_pretrain`, the tiny model's stand-in for
+    # a pretrained language model; Shapes data only). Off by default.
+    text_pretrain: TextPretrainConfig = field(default_factory=TextPretrainConfig)
     # Batches of similar length (transformers' LengthGroupedSampler over each example's token
     # count): deep answers and descriptions are ~3x longer than fast answers, so random batches
     # carry much padding. Changes which examples share a batch, not which examples are seen.
@@ -91,6 +96,7 @@ class WarmupConfig:
         if self.mode_mix is not None and not 0.0 <= self.mode_mix <= 1.0:
             raise FieldError("mode_mix", f"must be empty (both modes) or in [0, 1], got {self.mode_mix}")
         self.vision_pretrain.validate()
+        self.text_pretrain.validate()
         if self.max_examples < 0:
             raise FieldError("max_examples", f"must be >= 0 (0 = all), got {self.max_examples}")
         for key in self.trl:
@@ -136,7 +142,9 @@ def load_for_training(ctx: Any, cfg: WarmupConfig, pretrain: dict[str, Any] | No
     """(model, processor) from `ctx.model_path`, with the configured frozen parts and LoRA.
 
     With `pretrain` (a dict) and `cfg.vision_pretrain.steps` > 0, the vision tower is first
-    pretrained on the train split's scene labels; its metrics are written into `pretrain`.
+    pretrained on fresh scenes' cell labels, and with `cfg.text_pretrain.steps` > 0 the language
+    model on text-only deep completions; their metrics are written into `pretrain` under
+    "vision_pretrain" and "text_pretrain".
     """
     from policies.loading import PolicyConfig, apply_lora, freeze_vision, load_model, load_processor
 
@@ -145,7 +153,9 @@ def load_for_training(ctx: Any, cfg: WarmupConfig, pretrain: dict[str, Any] | No
     model = load_model(ctx.model_path, pcfg)
     processor = load_processor(ctx.model_path, pcfg.trust_remote_code)
     if pretrain is not None and cfg.vision_pretrain.steps:
-        pretrain.update(pretrain_perception(ctx, cfg, model, processor))
+        pretrain["vision_pretrain"] = pretrain_perception(ctx, cfg, model, processor)
+    if pretrain is not None and cfg.text_pretrain.steps:
+        pretrain["text_pretrain"] = pretrain_language(ctx, cfg, model, processor)
     if not cfg.train_vision:
         freeze_vision(model)
     if pcfg.lora.enabled:
@@ -153,18 +163,38 @@ def load_for_training(ctx: Any, cfg: WarmupConfig, pretrain: dict[str, Any] | No
     return model, processor
 
 
-def pretrain_perception(ctx: Any, cfg: WarmupConfig, model: Any, processor: Any) -> dict[str, Any]:
-    """`rl.vision_pretrain` on fresh Shapes scenes, keeping the held-out and RL scenes unseen."""
-    from rl.vision_pretrain import excluded_signatures, pretrain_vision
+def _shapes_source(ctx: Any, knob: str) -> tuple[Any, set[tuple]]:
+    """The run's Shapes config and the scene signatures a pretraining must not draw (held-out
+    and RL); a FieldError naming `knob` when the data are not Shapes."""
+    from rl.data.config import ShapesConfig
+    from rl.vision_pretrain import excluded_signatures
 
     data_cfg = getattr(ctx.cfg, "data", None)
     if getattr(data_cfg, "source", "shapes") != "shapes":
-        raise FieldError("vision_pretrain.steps", "perception pretraining draws Shapes scenes; with "
-                         f"data.source={data_cfg.source!r} set warmup.vision_pretrain.steps=0")
-    shapes = getattr(data_cfg, "shapes", None)
-    avoid = excluded_signatures(ctx.data.eval, getattr(ctx.data, "rl", None))
+        raise FieldError(knob, f"pretraining draws Shapes scenes; with data.source={data_cfg.source!r} set "
+                         f"warmup.{knob}=0")
+    shapes = getattr(data_cfg, "shapes", None) or ShapesConfig()
+    return shapes, excluded_signatures(ctx.data.eval, getattr(ctx.data, "rl", None))
+
+
+def pretrain_perception(ctx: Any, cfg: WarmupConfig, model: Any, processor: Any) -> dict[str, Any]:
+    """`rl.vision_pretrain` on fresh Shapes scenes, keeping the held-out and RL scenes unseen."""
+    from rl.vision_pretrain import pretrain_vision
+
+    shapes, avoid = _shapes_source(ctx, "vision_pretrain.steps")
     return pretrain_vision(model, processor, cfg.vision_pretrain, ctx.data.eval, avoid,
-                           image_size=getattr(shapes, "image_size", 64), seed=getattr(ctx.cfg, "seed", 0))
+                           image_size=shapes.image_size, seed=getattr(ctx.cfg, "seed", 0))
+
+
+def pretrain_language(ctx: Any, cfg: WarmupConfig, model: Any, processor: Any) -> dict[str, Any]:
+    """`rl.text_pretrain` on the warm-up's own question types of fresh Shapes scenes."""
+    from rl.text_pretrain import pretrain_reading
+
+    shapes, avoid = _shapes_source(ctx, "text_pretrain.steps")
+    qtypes = [q for q in shapes.short_qtypes if q not in cfg.exclude_qtypes]
+    return pretrain_reading(model, processor, cfg.text_pretrain, qtypes, ctx.data.eval, avoid,
+                            image_size=shapes.image_size, reasoning=shapes.reasoning,
+                            exists_reasoning=shapes.exists_reasoning, seed=getattr(ctx.cfg, "seed", 0))
 
 
 def point_tensorboard(trainer: Any, log_dir: Path) -> None:
@@ -282,8 +312,7 @@ def run(ctx: Any) -> dict[str, Any]:
     folder = save_policy(model, processor, Path(ctx.out) / "policy_warmup")
     ctx.model_path = str(folder)
     out = {**stats, "data": summarize(dataset), "policy": str(folder)}
-    if pretrain:
-        out["vision_pretrain"] = pretrain
+    out.update(pretrain)
     if self_eval:
         out.update(heldout_metrics(ctx, model, processor))
     return out
