@@ -13,13 +13,21 @@ Only the question types the warm-up teaches are used (the data's `short_qtypes` 
 `warmup.exclude_qtypes`): the compositional ones left for RL stay untaught. Scenes whose
 signature is a held-out or RL scene's are skipped. Pure example and loss-mask functions are at
 the top; the loop needs torch.
+
+`python -m rl.text_pretrain --steps 500 --qtypes colour,count,shape,relation,exists` runs it alone
+on a fresh tiny model and prints the held-out answer-from-gold-inventory accuracy as it trains
+(JSON lines): how fast a language model of that size learns to read an inventory at all.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import random
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,12 +95,14 @@ def _encode(processor: Any, question: str, reasoning: str, answer: str) -> tuple
 
 def pretrain_reading(model: Any, processor: Any, cfg: TextPretrainConfig, qtypes: list[str], heldout_rows: Any,
                      avoid: set[tuple], image_size: int = 64, reasoning: str = "inventory",
-                     exists_reasoning: str = "lookup", seed: int = 0) -> dict[str, Any]:
+                     exists_reasoning: str = "lookup", seed: int = 0, eval_every: int = 0,
+                     on_eval: Callable[[int, float, dict[str, float]], None] | None = None) -> dict[str, Any]:
     """Train `model` in place on text-only deep completions of fresh scenes' `qtypes` questions.
 
     Returns the answer-from-gold-inventory accuracy of up to `cfg.eval_rows` held-out rows of
     those qtypes, text only (`rl.reading.inventory_answers`), before and after; the first and last
-    losses; seconds.
+    losses; seconds. With `eval_every` > 0, `on_eval(step, loss, accuracy)` is also called every
+    that many steps.
     """
     import torch
 
@@ -113,7 +123,7 @@ def pretrain_reading(model: Any, processor: Any, cfg: TextPretrainConfig, qtypes
     rng = random.Random(f"text_pretrain/{seed}")
     losses: list[float] = []
     t0 = time.perf_counter()
-    for _ in range(cfg.steps):
+    for step in range(1, cfg.steps + 1):
         batch = [_encode(processor, q["question"], q["reasoning"], q["answer"])
                  for q in fresh_questions(rng, cfg.batch_size, qtypes, avoid, image_size, reasoning, exists_reasoning)]
         ids, mask, labels = masked_batch([p for p, _ in batch], [c for _, c in batch], pad)
@@ -122,6 +132,9 @@ def pretrain_reading(model: Any, processor: Any, cfg: TextPretrainConfig, qtypes
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
+        if on_eval is not None and eval_every and step % eval_every == 0 and rows and step < cfg.steps:
+            on_eval(step, losses[-1], inventory_answers(model, processor, rows))
+            model.train()
     seconds = time.perf_counter() - t0
     optimizer.zero_grad(set_to_none=True)
     after = inventory_answers(model, processor, rows) if rows else {}
@@ -137,3 +150,52 @@ def pretrain_reading(model: Any, processor: Any, cfg: TextPretrainConfig, qtypes
         "final_loss": losses[-1] if losses else float("nan"),
         "seconds": seconds,
     }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m rl.text_pretrain", description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=500)
+    p.add_argument("--qtypes", default="colour,count,shape,relation,exists", help="comma-separated short qtypes")
+    p.add_argument("--exists-reasoning", default="lookup", choices=["lookup", "filter"])
+    p.add_argument("--size", default="tiny", choices=["tiny", "small"], help="tiny Idefics3 size to build")
+    p.add_argument("--model", default="", help="a model folder to start from instead of a fresh tiny model")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--eval-rows", type=int, default=100)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    import tempfile
+
+    import torch
+
+    from policies.loading import PolicyConfig, load_model, load_processor
+    from policies.tiny import build_tiny_model
+    from rl.data.shapes import make_shapes
+    from rl.vision_pretrain import excluded_signatures
+
+    qtypes = [q for q in args.qtypes.split(",") if q]
+    torch.manual_seed(args.seed)
+    folder = args.model or str(build_tiny_model(tempfile.mkdtemp(prefix="text_pretrain_") + "/model",
+                                                 seed=args.seed, size=args.size))
+    model = load_model(folder, PolicyConfig(name_or_path=folder))
+    heldout = make_shapes(num_train_images=0, num_heldout_images=args.eval_rows, questions_per_image=2,
+                          seed=args.seed, task_weights={"short": 1.0}, short_qtypes=qtypes,
+                          exists_reasoning=args.exists_reasoning)["heldout"]
+
+    def show(step: int, loss: float, accuracy: dict[str, float]) -> None:
+        print(json.dumps({"step": step, "loss": round(loss, 4), "answer_from_gold_inventory": accuracy},
+                         sort_keys=True), flush=True)
+
+    cfg = TextPretrainConfig(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+                             eval_rows=args.eval_rows)
+    out = pretrain_reading(model, load_processor(folder), cfg, qtypes, heldout, excluded_signatures(heldout),
+                           exists_reasoning=args.exists_reasoning, seed=args.seed,
+                           eval_every=args.eval_every, on_eval=show)
+    show(out["steps"], out["final_loss"], out["answer_from_gold_inventory"])
+    print(json.dumps({"size": args.size, "exists_reasoning": args.exists_reasoning, **out}, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

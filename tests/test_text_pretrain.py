@@ -122,3 +122,16 @@ def test_inventory_answers_score_the_answer_after_the_gold_inventory(tiny_model_
         assert prompt.endswith(THINK_OPEN + row["reasoning"].split(". ")[0] + ".")
     wrong = FakeReader(tok, {r["question"]: f" Looked.{THINK_CLOSE}\n\nmaybe" for r in rows})
     assert inventory_answers(wrong, processor, rows)["all"] == 0.0
+
+
+def test_command_prints_the_accuracy_as_it_trains(tiny_model_dir, capsys):
+    import json
+
+    from rl.text_pretrain import main
+
+    assert main(["--model", tiny_model_dir, "--steps", "4", "--eval-every", "2", "--eval-rows", "4",
+                 "--batch-size", "4", "--qtypes", "colour,exists", "--exists-reasoning", "filter"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [line["step"] for line in lines[:-1]] == [2, 4]
+    assert lines[-1]["steps"] == 4 and lines[-1]["qtypes"] == ["colour", "exists"]
+    assert lines[-1]["exists_reasoning"] == "filter" and "all" in lines[-1]["answer_from_gold_inventory"]
