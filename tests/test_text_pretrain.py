@@ -135,3 +135,21 @@ def test_command_prints_the_accuracy_as_it_trains(tiny_model_dir, capsys):
     assert [line["step"] for line in lines[:-1]] == [2, 4]
     assert lines[-1]["steps"] == 4 and lines[-1]["qtypes"] == ["colour", "exists"]
     assert lines[-1]["exists_reasoning"] == "filter" and "all" in lines[-1]["answer_from_gold_inventory"]
+
+
+def test_inventory_can_be_left_out_of_the_loss(tiny_model_dir):
+    """`train_inventory=False` moves the inventory sentence into the untrained context: the same
+    tokens in the same order, only the lookup and the answer trained."""
+    from policies.chat import THINK_CLOSE, THINK_OPEN
+    from policies.loading import load_processor
+    from rl.text_pretrain import _encode
+
+    processor = load_processor(tiny_model_dir)
+    tok = processor.tokenizer
+    reasoning = "I see a small green triangle at the top left. There is only one triangle, and it is green."
+    full = _encode(processor, "What colour is the triangle?", reasoning, "green")
+    lookup_only = _encode(processor, "What colour is the triangle?", reasoning, "green", train_inventory=False)
+    assert full[0] + full[1] == lookup_only[0] + lookup_only[1]
+    assert tok.decode(full[1]).startswith(THINK_OPEN + "I see")
+    assert tok.decode(lookup_only[0]).endswith(THINK_OPEN + "I see a small green triangle at the top left.")
+    assert tok.decode(lookup_only[1]).startswith(" There is only one triangle") and THINK_CLOSE in tok.decode(lookup_only[1])
