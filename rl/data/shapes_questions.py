@@ -298,6 +298,11 @@ _SHORT = {
 }
 
 
+def _short_builder(qtype: str, exists_reasoning: str):
+    """The question builder of a short `qtype`; existence questions in the `exists_reasoning` style."""
+    return _q_exists_filter if qtype == "exists" and exists_reasoning == "filter" else _SHORT[qtype]
+
+
 def make_question(
     scene: Scene,
     task: str,
@@ -315,8 +320,7 @@ def make_question(
         rng.shuffle(order)
         made = None
         for qtype in order:  # colour/shape/relation need a suitable scene; count/exists always fit
-            made = (_q_exists_filter(scene, rng) if qtype == "exists" and exists_reasoning == "filter"
-                    else _SHORT[qtype](scene, rng))
+            made = _short_builder(qtype, exists_reasoning)(scene, rng)
             if made:
                 break
     elif task == "freeform":
