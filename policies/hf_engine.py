@@ -8,11 +8,31 @@ with `rollout.backend: hf`. Prompts are batched with left padding.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from policies.chat import render_prompt
 from policies.scoring import HFScorer
 from rollouts.types import Completion, Rollout, RolloutRequest, ScoreRequest, ScoreResult
+
+
+@contextmanager
+def generation_ready(model: Any) -> Iterator[None]:
+    """Sample from a model a trainer also holds: in eval mode and through the model class's own
+    `forward`. Accelerate's `prepare` replaces the instance's `forward` with an autocast wrapper
+    whose signature hides the model's arguments from `generate`; measured on Idefics3 after one
+    TRL step, every token after the first was then decoded wrong (log-probs off by up to 1.4 from
+    the model's own). Both are restored afterwards."""
+    was_training = model.training
+    wrapped = model.__dict__.pop("forward", None)
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+        if wrapped is not None:
+            model.forward = wrapped
 
 
 class HFEngine:
@@ -55,20 +75,8 @@ class HFEngine:
         if sp.seed is not None:
             torch.manual_seed(sp.seed)
         greedy = sp.temperature <= 0
-        with torch.no_grad():
-            out = self.model.generate(
-                **batch,
-                max_new_tokens=max_new,
-                do_sample=not greedy,
-                temperature=None if greedy else sp.temperature,
-                top_p=None if greedy else sp.top_p,
-                top_k=None if greedy or sp.top_k <= 0 else sp.top_k,
-                num_return_sequences=n,
-                output_scores=True,
-                return_dict_in_generate=True,
-                pad_token_id=self.processor.tokenizer.pad_token_id,
-                bad_words_ids=self.banned,
-            )
+        with generation_ready(self.model):
+            out = self._generate(batch, max_new, greedy, sp, n)
         prompt_len = batch["input_ids"].shape[1]
         seqs = out.sequences[:, prompt_len:]
         logp = torch.stack(out.scores, dim=1).float().log_softmax(-1)  # [B*n, T, V], processed scores
@@ -93,6 +101,25 @@ class HFEngine:
                 Rollout(req.request_id, req.mode, texts[i], prompt_ids, comps, self.version, "hf", None, {"generate_s": dt})
             )
         return rollouts
+
+    def _generate(self, batch: Any, max_new: int, greedy: bool, sp: Any, n: int) -> Any:
+        import torch
+
+        with torch.no_grad():
+            return self.model.generate(
+                **batch,
+                max_new_tokens=max_new,
+                do_sample=not greedy,
+                temperature=None if greedy else sp.temperature,
+                top_p=None if greedy else sp.top_p,
+                # vLLM's top_k <= 0 is "no top-k"; transformers' None would mean its default of 50
+                top_k=None if greedy else max(sp.top_k, 0),
+                num_return_sequences=n,
+                output_scores=True,
+                return_dict_in_generate=True,
+                pad_token_id=self.processor.tokenizer.pad_token_id,
+                bad_words_ids=self.banned,
+            )
 
     def score(self, requests: list[ScoreRequest]) -> list[ScoreResult]:
         self._scorer.version = self.version

@@ -2,6 +2,7 @@
 
     python -m rl.bench --json runs/bench/rl_small.json [--size tiny|small] [--steps N]
         [--prompts-per-step P] [--num-generations G] [--max-tokens T] [--sweep]
+        [--old-logps sampler|trainer] [--compare-old-logps]
 
 Arms, each in its own fresh subprocess (so peak RSS is per arm):
 - `ours`: `HybridGRPOTrainer` + `GroupSampler` + a one-actor `RolloutPool` (in-process vLLM in a Ray
@@ -9,7 +10,10 @@ Arms, each in its own fresh subprocess (so peak RSS is per arm):
   `make_trainer`); std filter off, every prompt in deep mode (`deep_only`);
 - `trl`: plain `trl.GRPOTrainer` generating with transformers (`use_vllm=False`), deep mode through
   `chat_template_kwargs={"enable_thinking": True}`;
-- `trl_vllm_colocate`: TRL's own vLLM colocate mode, attempted; a failure is recorded, not raised.
+- `trl_vllm_colocate`: TRL's own vLLM colocate mode, attempted; a failure is recorded, not raised;
+- with `--compare-old-logps`, `ours` once more with the other `grpo.old_logps` setting (sampler
+  log-probs as the old log-probs, one forward per step, against TRL's extra no-grad forward plus
+  its importance-sampling correction), in the same run: `ours_other_old_logps` in the JSON.
 Both main arms: the tiny-model factory's model (fixed seed, fp32, vision tower frozen), the same
 Shapes `short` rows in the same order (TRL's seeded sampler; checked, `same_prompts`), P prompts x G
 samples per step, the same max completion tokens, temperature 1.0, the same GRPO hyper-parameters
@@ -44,6 +48,7 @@ from rl.bench_stats import (
     assemble,
     available_cores,
     colocate_entry,
+    old_logps_entry,
     first_line,
     format_table,
     summarise_steps,
@@ -80,8 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="threads of our vLLM actor (0 = the pipeline's default, rollout.threads_per_actor: "
                              "num_cpus_per_actor = 1)")
     parser.add_argument("--no-colocate", action="store_true", help="skip the TRL vLLM colocate attempt")
+    parser.add_argument("--old-logps", choices=["sampler", "trainer"], default="sampler",
+                        help="ours: the policy ratio's old log-probs from the sampler (grpo.old_logps default: one "
+                             "forward per step) or from TRL's extra no-grad forward with its IS correction")
+    parser.add_argument("--compare-old-logps", action="store_true",
+                        help="also run ours with the other --old-logps setting, in the same run (ratio in the JSON)")
     parser.add_argument("--no-is-correction", action="store_true",
-                        help="ours without TRL's importance-sampling correction (saves one forward pass per step)")
+                        help="ours with TRL's trainer old log-probs and no importance-sampling correction at all")
     parser.add_argument("--compile", action="store_true",
                         help="our engine compiles the model (rollout.enforce_eager=false): slower start, faster rollouts")
     parser.add_argument("--seed", type=int, default=0)
@@ -128,6 +138,7 @@ def bench_config(args: argparse.Namespace, workdir: str):
         "policy": {"name_or_path": args.model_dir},
         "grpo": {"steps": args.steps + WARMUP_STEPS, "prompts_per_step": args.prompts_per_step,
                  "num_generations": args.num_generations, "tasks": TASKS, "save_steps": 0,
+                 "old_logps": "trainer" if args.no_is_correction else args.old_logps,
                  "trl": {"report_to": [], "disable_tqdm": True,
                          **({"vllm_importance_sampling_correction": False} if args.no_is_correction else {})}},
         "rollout": {"max_tokens": {"deep": args.max_tokens, "fast": args.max_tokens},
@@ -345,19 +356,20 @@ def run_arm(args: argparse.Namespace) -> int:
 
 # ============================================================================ orchestration (parent)
 def _child_args(args: argparse.Namespace, arm: str, model_dir: str, workdir: Path, out: Path,
-                size: str, prompts_per_step: int) -> list[str]:
+                size: str, prompts_per_step: int, old_logps: str | None = None) -> list[str]:
     return [sys.executable, "-m", "rl.bench", "--arm", arm, "--arm-out", str(out), "--model-dir", model_dir,
             "--workdir", str(workdir), "--size", size, "--steps", str(args.steps),
             "--prompts-per-step", str(prompts_per_step), "--num-generations", str(args.num_generations),
             "--max-tokens", str(args.max_tokens), "--threads", str(args.threads),
             "--engine-threads", str(args.engine_threads), "--seed", str(args.seed),
+            "--old-logps", old_logps or args.old_logps,
             *(["--compile"] if args.compile else []), *(["--no-is-correction"] if args.no_is_correction else [])]
 
 
 def launch(args: argparse.Namespace, arm: str, model_dir: str, root: Path, size: str,
-           prompts_per_step: int) -> tuple[dict[str, Any] | None, str | None]:
+           prompts_per_step: int, old_logps: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
     """Run one arm in a fresh subprocess; (result, None) or (None, error text)."""
-    tag = f"{arm}_{size}_p{prompts_per_step}"
+    tag = f"{arm}_{size}_p{prompts_per_step}" + (f"_{old_logps}_logps" if old_logps else "")
     workdir, out, log = root / tag, root / f"{tag}.json", root / f"{tag}.log"
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **{k: os.environ.get(k, v) for k, v in CHILD_ENV.items()}}
@@ -365,7 +377,7 @@ def launch(args: argparse.Namespace, arm: str, model_dir: str, root: Path, size:
     t0 = time.perf_counter()
     try:
         with open(log, "w") as fh:
-            proc = subprocess.run(_child_args(args, arm, model_dir, workdir, out, size, prompts_per_step),
+            proc = subprocess.run(_child_args(args, arm, model_dir, workdir, out, size, prompts_per_step, old_logps),
                                   stdout=fh, stderr=subprocess.STDOUT, env=env, timeout=args.arm_timeout)
     except subprocess.TimeoutExpired:
         return None, f"timed out after {args.arm_timeout} s"
@@ -421,6 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     model_dir, num_params = build_model(args.size, args.seed, root)
     ours = _require(*launch(args, "ours", model_dir, root, args.size, args.prompts_per_step), "ours", root)
     trl = _require(*launch(args, "trl", model_dir, root, args.size, args.prompts_per_step), "trl", root)
+    other = None
+    if args.compare_old_logps:
+        other_setting = "trainer" if args.old_logps == "sampler" else "sampler"
+        other = _require(*launch(args, "ours", model_dir, root, args.size, args.prompts_per_step, other_setting),
+                         f"ours ({other_setting} old log-probs)", root)
+        other["old_logps"] = other_setting
     if args.no_colocate:
         colocate = {"ran": False, "error": "skipped (--no-colocate)"}
     else:
@@ -437,11 +455,15 @@ def main(argv: list[str] | None = None) -> int:
         "max_tokens": args.max_tokens, "temperature": 1.0, "thinking_mode": "deep", "tasks": TASKS,
         "reward": "reward suite: accuracy (rule verifier on short tasks) 0.9 + format 0.1 + repetition 1.0",
         "std_filter": False, "dtype": "float32", "ours_compiled_engine": bool(args.compile),
-        "ours_is_correction": not args.no_is_correction, "seed": args.seed, "cores": available_cores(),
+        "ours_is_correction": not args.no_is_correction,
+        "ours_old_logps": "trainer" if args.no_is_correction else args.old_logps,
+        "seed": args.seed, "cores": available_cores(),
         "ours_modes": ours.get("modes"), "ours_sync_bytes": ours.get("sync_bytes"),
         "load_average": load,
     }
     res = assemble(settings, ours, trl, colocate, versions(), sweep)
+    if other is not None:
+        res["ours_other_old_logps"] = old_logps_entry(ours, other, trl)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
     print(format_table(res))

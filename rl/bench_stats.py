@@ -254,6 +254,17 @@ def assemble(settings: dict[str, Any], ours: dict[str, Any], trl: dict[str, Any]
     return res
 
 
+def old_logps_entry(ours: dict[str, Any], other: dict[str, Any], trl: dict[str, Any]) -> dict[str, Any]:
+    """The `--compare-old-logps` arm: ours with the other old-log-prob setting, its speed against
+    TRL and ours' speed against it (same run, same prompts)."""
+    return {"old_logps": other.get("old_logps"), "samples_per_s": other.get("samples_per_s"),
+            "median_step_seconds": other.get("median_step_seconds"), "breakdown_seconds": other.get("breakdown"),
+            "peak_rss_mb": other.get("peak_rss_mb"),
+            "speedup_vs_trl": speedup(other.get("samples_per_s"), trl.get("samples_per_s")),
+            "ours_speedup_over_it": speedup(ours.get("samples_per_s"), other.get("samples_per_s")),
+            "same_prompts": bool(other.get("prompt_ids")) and other.get("prompt_ids") == ours.get("prompt_ids")}
+
+
 def versions() -> dict[str, str]:
     from importlib import metadata
 

@@ -16,12 +16,19 @@ optimizer step) and changes three things:
   travels in the batch (`media`) so TRL's shuffle and split keep it aligned;
 - completions are scored under the engines' ban on media markup tokens (`banned_logit_bias`), so
   trainer and sampler compute log-probs of one distribution;
-- TRL's vLLM importance-sampling path is enabled on our sampler log-probs, which also logs the
-  trainer-vs-sampler log-prob gap (`sampling/sampling_logp_difference/*`); the parity monitor
-  (`parity_gaps`) logs the largest per-token gap by kind of prompt (`parity/<kind>/max`: text,
-  image, multi_image, video) right after each weight sync and warns when one exceeds the bound
-  of the sampler's dtype (`policies.families.PARITY_BOUNDS`): the stale-weight alarm, which also
-  shows known model differences (Qwen-VL video positions in vLLM vs transformers) by kind.
+- old log-probs (`grpo.old_logps`): "sampler" (default) hands TRL the sampler's log-probs as the
+  old log-probs of the policy ratio, so a step runs one forward pass, not two (the samples come
+  from the weights synced just before, one optimizer step per generation: the ratio against the
+  sampler is then both PPO's ratio and the trainer-vs-sampler correction); tokens the sampler
+  could not score (NaN) get the trainer's own value, a ratio of 1. "trainer" keeps TRL's path: a
+  no-grad forward for the old log-probs plus TRL's vLLM importance-sampling correction;
+- either way the trainer-vs-sampler gap is logged (`sampling/sampling_logp_difference/*`,
+  `sampling/importance_sampling_ratio/*`; under "sampler" computed from the training forward's
+  log-probs at no extra cost), and the parity monitor (`parity_gaps`) logs the largest per-token
+  gap by kind of prompt (`parity/<kind>/max`: text, image, multi_image, video) on the weights
+  just synced and warns when one exceeds the bound of the sampler's dtype
+  (`policies.families.PARITY_BOUNDS`): the stale-weight alarm, which also shows known model
+  differences (Qwen-VL video positions in vLLM vs transformers) by kind.
 Rewards are computed once, by the sampler (which sees the raw text with think tags; TRL's decoded
 completions drop special tokens), and reach TRL through the `precomputed_reward` function.
 """
@@ -46,10 +53,43 @@ MEDIA_COLUMNS = ("image", "images", "videos")  # what TRL must not see (the trai
 
 def media_kind(row: dict[str, Any]) -> str:
     """The kind of prompt a row is, for per-kind metrics: text, image, multi_image or video."""
-    if row.get("videos"):
+    return kind_of_media(row.get("images") or [], row.get("videos") or [])
+
+
+def kind_of_media(images: list[Any], videos: list[Any]) -> str:
+    """The kind of prompt with these media: text, image, multi_image or video."""
+    if videos:
         return "video"
-    n = len(row.get("images") or [])
-    return "text" if n == 0 else "image" if n == 1 else "multi_image"
+    return "text" if not images else "image" if len(images) == 1 else "multi_image"
+
+
+def fill_unscored(old_logps: Any, trainer_logps: Any) -> int:
+    """Where the sampler could not score a token (NaN or inf in `old_logps`), put the trainer's own
+    log-prob in its place (in place): a policy ratio of 1 there, no correction, as TRL's
+    importance-sampling path treats such tokens. Returns how many were filled."""
+    import torch
+
+    bad = ~torch.isfinite(old_logps)
+    if bad.any():
+        old_logps[bad] = trainer_logps[bad].to(old_logps.dtype)
+    return int(bad.sum())
+
+
+def sampler_gap_stats(trainer_logps: Any, sampler_logps: Any, mask: Any) -> dict[str, float]:
+    """TRL's trainer-vs-sampler metrics from two log-prob tensors on the same weights: mean and max
+    per-token |gap| and the min / mean / max token ratio exp(trainer − sampler), over the
+    completion tokens the sampler scored (NaN entries skipped)."""
+    import torch
+
+    diff = (trainer_logps - sampler_logps)[mask.bool() & torch.isfinite(sampler_logps)]
+    if not diff.numel():
+        return {}
+    ratio = diff.exp()
+    return {"sampling/sampling_logp_difference/mean": float(diff.abs().mean()),
+            "sampling/sampling_logp_difference/max": float(diff.abs().max()),
+            "sampling/importance_sampling_ratio/min": float(ratio.min()),
+            "sampling/importance_sampling_ratio/mean": float(ratio.mean()),
+            "sampling/importance_sampling_ratio/max": float(ratio.max())}
 
 
 def parity_gaps(old_logps: Any, sampler_logps: Any, mask: Any, kinds: list[str]) -> dict[str, float]:
@@ -144,7 +184,12 @@ def banned_logit_bias(model: Any, token_ids: list[int]) -> Iterator[None]:
 
 class HybridGRPOTrainer(GRPOTrainer):
     def __init__(self, *args: Any, sampler: GroupSampler, pool: Any, anchor: Any = None, parity_bound: float = 1e-4,
-                 banned_token_ids: list[int] | None = None, **kwargs: Any):
+                 banned_token_ids: list[int] | None = None, old_logps: str = "sampler", **kwargs: Any):
+        if old_logps not in ("sampler", "trainer"):
+            raise ValueError(f"old_logps must be 'sampler' or 'trainer', got {old_logps!r}")
+        self.old_logps = old_logps
+        self._train_logps: Any = None  # detached log-probs of the last training forward ("sampler")
+        self._pending_old: Any = None  # the sampler old log-probs of the micro-batch being trained
         self.sampler = sampler
         self.banned_token_ids = list(banned_token_ids or [])  # never sampled: scored under the same ban
         self.anchor = anchor  # rl.sft_anchor.SFTAnchor or None
@@ -161,6 +206,13 @@ class HybridGRPOTrainer(GRPOTrainer):
         self.vllm_mode = "server"
         self.vllm_generation = PoolWeightSync(self, pool)
         self._last_loaded_step = -1
+        if old_logps == "sampler":
+            args = self.args
+            if self.num_iterations != 1 or args.steps_per_generation != args.gradient_accumulation_steps:
+                raise ValueError("old_logps='sampler' needs one optimizer step per generation (num_iterations 1, "
+                                 "steps_per_generation = gradient_accumulation_steps); use old_logps='trainer'")
+            # No no-grad forward: TRL's old log-probs are None and ours fill them from the sampler.
+            self.vllm_importance_sampling_correction = False
 
     def _rollout(self, prompts: list[Any], trainer: Any) -> dict[str, list[Any]]:
         if self._cached is None or len(self._cached["prompt_ids"]) != len(prompts):
@@ -188,16 +240,22 @@ class HybridGRPOTrainer(GRPOTrainer):
         self._active_media = media
         output = super()._generate_and_score_completions(final_inputs)
         output["media"] = media
-        self._monitor_parity(output, [media_kind(g.row) for g in groups for _ in range(G)])
+        if self.old_logps == "sampler":
+            sampled = output.get("sampling_per_token_logps")
+            if sampled is None:
+                raise RuntimeError("old_logps='sampler' but the rollout returned no sampler log-probs")
+            output["old_per_token_logps"] = sampled.clone()  # NaN entries are filled in the training forward
+        else:
+            self._monitor_parity(output.get("old_per_token_logps"), output.get("sampling_per_token_logps"),
+                                 output["completion_mask"], [media_kind(g.row) for g in groups for _ in range(G)])
         return output
 
-    def _monitor_parity(self, output: dict[str, Any], kinds: list[str]) -> None:
+    def _monitor_parity(self, old: Any, sampled: Any, mask: Any, kinds: list[str]) -> None:
         """Log `parity/<kind>/max` (trainer vs sampler on the weights just synced) and warn once per
         kind when the gap exceeds `parity_bound`."""
-        old, sampled = output.get("old_per_token_logps"), output.get("sampling_per_token_logps")
         if old is None or sampled is None:
             return
-        for kind, gap in parity_gaps(old, sampled, output["completion_mask"], kinds).items():
+        for kind, gap in parity_gaps(old, sampled, mask, kinds).items():
             self._metrics["train"][f"parity/{kind}/max"].append(gap)
             if kind != "all" and gap > self.parity_bound and kind not in self.parity_warned:
                 self.parity_warned.add(kind)
@@ -235,14 +293,38 @@ class HybridGRPOTrainer(GRPOTrainer):
                 entropies.append(out.entropy[:, -logits_to_keep:])
             if compute_aux_loss:
                 aux.append(out.aux_loss)
-        return (torch.cat(logps, dim=0), torch.cat(entropies, dim=0) if compute_entropy else None,
+        logps = torch.cat(logps, dim=0)
+        if torch.is_grad_enabled() and self._pending_old is not None:
+            # The training forward of a micro-batch whose old log-probs are the sampler's: fill the
+            # tokens it could not score with ours (ratio 1, as TRL's correction does) and keep ours
+            # for the gap metrics.
+            self._train_logps = logps.detach()
+            old, self._pending_old = self._pending_old, None
+            fill_unscored(old, self._train_logps)
+        return (logps, torch.cat(entropies, dim=0) if compute_entropy else None,
                 torch.stack(aux).mean() if compute_aux_loss else None)
 
     def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
         self._active_media = inputs.get("media")
+        sampler_old = self.old_logps == "sampler" and model.training and "sampling_per_token_logps" in inputs
+        self._pending_old = inputs.get("old_per_token_logps") if sampler_old else None
+        self._train_logps = None
         loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        self._pending_old = None
+        if sampler_old and self._train_logps is not None:
+            self._log_sampler_gap(inputs)
         if self.anchor is None or not model.training:
             return loss
-        nll = self.anchor.loss(model, self.state.global_step)
+        nll = self.anchor.loss(model, self.state.global_step)  # after the GRPO forward: not a policy forward
         self._metrics["train"]["sft_anchor/nll"].append(float(nll.detach()))
         return add_anchor(loss, nll, self.anchor.coef)
+
+    def _log_sampler_gap(self, inputs: Any) -> None:
+        """Under sampler old log-probs: the trainer-vs-sampler metrics and the parity monitor, from
+        the training forward's log-probs (the weights just synced: one optimizer step per
+        generation), so the gap costs no forward pass of its own."""
+        sampled, mask = inputs["sampling_per_token_logps"], inputs["completion_mask"]
+        for key, value in sampler_gap_stats(self._train_logps, sampled, mask).items():
+            self._metrics["train"][key].append(value)
+        kinds = [kind_of_media(images, videos) for images, videos in inputs["media"]]
+        self._monitor_parity(self._train_logps, sampled, mask, kinds)

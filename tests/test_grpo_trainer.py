@@ -33,12 +33,12 @@ def length_reward(prompts, completions, **kwargs):
     return [len(c) / 100.0 for c in completions]
 
 
-def _sampler(engine, processor, train, kind="fixed"):
+def _sampler(engine, processor, train, kind="fixed", n=2):
     config = RewardConfig(rewards=[RewardSpec("accuracy", 0.9), RewardSpec("tests.test_grpo_trainer:length_reward", 1.0)])
     suite = RewardSuite.from_config(config, tokenizer=processor.tokenizer, scorer=engine)
     rows = itertools.cycle([train[i] for i in range(len(train))])
     return GroupSampler(engine, suite, ModeScheduler(ScheduleConfig(kind=kind)), StdFilterConfig(enabled=False),
-                        rows, 2, SamplingSettings())
+                        rows, n, SamplingSettings())
 
 
 @pytest.mark.parametrize("kind", ["deep_only", "fast_only"])
@@ -130,3 +130,105 @@ def test_parity_gaps_by_kind():
     assert gaps == pytest.approx({"all": 0.5, "image": 0.2, "video": 0.5})  # masked and NaN tokens skipped
     assert [media_kind(r) for r in ({"images": []}, {"images": [1]}, {"images": [1, 2]}, {"images": [1], "videos": [2]})] \
         == ["text", "image", "multi_image", "video"]
+
+
+def test_fill_unscored_and_sampler_gap_stats():
+    from rl.grpo_trainer import fill_unscored, sampler_gap_stats
+
+    sampled = torch.tensor([[-1.0, float("nan"), -2.0], [-0.5, -0.5, 0.0]])
+    ours = torch.tensor([[-1.1, -3.0, -2.0], [-0.5, -0.4, 9.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    stats = sampler_gap_stats(ours, sampled, mask)  # before the fill: the NaN token is skipped
+    assert stats["sampling/sampling_logp_difference/max"] == pytest.approx(0.1)
+    assert stats["sampling/sampling_logp_difference/mean"] == pytest.approx(0.05)
+    assert stats["sampling/importance_sampling_ratio/min"] == pytest.approx(float(torch.exp(torch.tensor(-0.1))))
+    assert stats["sampling/importance_sampling_ratio/max"] == pytest.approx(float(torch.exp(torch.tensor(0.1))))
+    old = sampled.clone()
+    assert fill_unscored(old, ours) == 1
+    assert old[0, 1] == ours[0, 1] and torch.equal(old[1], sampled[1])  # only the unscored token, ratio 1 there
+
+
+def _one_step(model, processor, train, tmp_path, old_logps):
+    """One SGD GRPO step of a copy of `model` on the same sampled groups; returns (parameter change,
+    no-grad policy forwards, the step's log, the groups)."""
+    import copy
+
+    policy = copy.deepcopy(model)
+    engine = HFEngine(policy, processor, {"deep": 16, "fast": 6})
+    before = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
+    cfg = GRPOStageConfig(steps=1, prompts_per_step=2, num_generations=4, learning_rate=1e-2, save_steps=0,
+                          old_logps=old_logps)
+    args = grpo_args(cfg, str(tmp_path / old_logps), 16, 1.0, 0)
+    args.report_to, args.optim = [], "sgd"  # SGD: the update is the gradient, comparable across runs
+    trainer = HybridGRPOTrainer(model=policy, reward_funcs=[precomputed_reward], args=args, train_dataset=train,
+                                processing_class=processor, sampler=_sampler(engine, processor, train, n=4), pool=engine,
+                                old_logps=old_logps, banned_token_ids=[t for (t,) in engine.banned])
+    forwards = {"no_grad": 0, "grad": 0}
+    inner = trainer._get_per_token_logps_and_entropies
+
+    def counted(*a, **kw):
+        forwards["grad" if torch.is_grad_enabled() else "no_grad"] += 1
+        return inner(*a, **kw)
+
+    trainer._get_per_token_logps_and_entropies = counted
+    torch.manual_seed(0)
+    trainer.train()
+    delta = {n: p.detach() - before[n] for n, p in policy.named_parameters() if p.requires_grad}
+    _one_step.last = (policy, engine)
+    return delta, forwards, trainer.state.log_history[0], trainer.last_groups
+
+
+def test_sampler_old_logps_save_the_extra_forward_and_give_the_same_update(setup, tmp_path):
+    """grpo.old_logps=sampler (default) trains with one policy forward per step, not two, and its
+    update equals TRL's path (no-grad old forward + vLLM importance-sampling correction) on the same
+    samples, up to the trainer-vs-sampler gap; the gap metrics are still logged."""
+    model, processor, train, _ = setup
+    d_trl, f_trl, log_trl, g_trl = _one_step(model, processor, train, tmp_path, "trainer")
+    d_ours, f_ours, log_ours, g_ours = _one_step(model, processor, train, tmp_path, "sampler")
+    samples = lambda groups: [(g.mode, [c.completion_ids for c in g.rollout.completions]) for g in groups]  # noqa: E731
+    assert samples(g_ours) == samples(g_trl)  # same groups: the comparison is about the loss only
+    assert f_trl == {"no_grad": 1, "grad": 1} and f_ours == {"no_grad": 0, "grad": 1}
+    norm = max(float(d.abs().max()) for d in d_trl.values())
+    assert norm > 0  # the step moved the policy
+    worst = max(float((d_ours[n] - d_trl[n]).abs().max()) for n in d_trl)
+    assert worst <= 1e-3 * norm, (worst, norm)
+    for log in (log_trl, log_ours):
+        assert log["sampling/sampling_logp_difference/max"] < 1e-3 and "parity/all/max" in log
+        assert log["sampling/importance_sampling_ratio/mean"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_old_logps_config_is_checked():
+    from rl.configlib import FieldError
+
+    with pytest.raises(FieldError, match="old_logps"):
+        GRPOStageConfig(old_logps="vllm").validate()
+    with pytest.raises(FieldError, match="one optimizer step per generation"):
+        GRPOStageConfig(trl={"num_iterations": 2}).validate()
+    GRPOStageConfig(old_logps="trainer", trl={"num_iterations": 2}).validate()  # TRL's path allows it
+    assert grpo_args(GRPOStageConfig(), "/tmp/x", 16, 1.0, 0).vllm_importance_sampling_correction is False
+    assert grpo_args(GRPOStageConfig(old_logps="trainer"), "/tmp/x", 16, 1.0, 0).vllm_importance_sampling_correction
+
+
+def test_hf_engine_samples_correctly_from_a_model_a_trainer_holds(setup, tiny_model_dir, tmp_path):
+    """After a TRL step the trainer's model has accelerate's forward wrapper, train mode and
+    gradient checkpointing; the HF engine must still sample from the model's own distribution
+    (before `generation_ready`, every token after the first was off by up to 1.4 nats)."""
+    from policies.media import forward_media
+    from rl.data.rows import row_images, row_videos
+    from rollouts.types import RolloutRequest
+
+    _, processor, train, _ = setup
+    model = load_policy(PolicyConfig(name_or_path=tiny_model_dir))[0]  # not the module's shared, trained one
+    _one_step(model, processor, train, tmp_path, "sampler")
+    policy, engine = _one_step.last
+    assert policy.training  # left as the trainer had it
+    row = train[0]
+    rollout = engine.generate([RolloutRequest("r", list(row["prompt"]), row_images(row), "deep", 2)])[0]
+    policy.eval()
+    for c in rollout.completions:
+        ids = torch.tensor([list(rollout.prompt_ids) + list(c.completion_ids)])
+        with torch.no_grad():
+            logits = policy(input_ids=ids, **forward_media(processor, [row_images(row)], [row_videos(row)], ids)).logits[0]
+        logits[:, [t for (t,) in engine.banned]] = float("-inf")
+        lp = logits.float().log_softmax(-1)[len(rollout.prompt_ids) - 1 : -1].gather(-1, ids[0, len(rollout.prompt_ids):, None])
+        assert torch.allclose(lp.squeeze(-1), torch.tensor(c.logprobs), atol=1e-4), (lp.squeeze(-1), c.logprobs)

@@ -182,6 +182,10 @@ def test_bench_config_is_the_fair_setup(tmp_path):
     assert cfg.rollout.temperature == 1.0 and cfg.rollout.dtype == "float32" and cfg.policy.dtype == "float32"
     assert cfg.rewards.std_filter.enabled is False and cfg.policy.name_or_path == "/models/m"
     assert cfg.grpo.save_steps == 0 and cfg.grpo.trl["report_to"] == []
+    assert cfg.grpo.old_logps == "sampler"  # the pipeline's default: one forward per step
+    args.no_is_correction = True
+    cfg = bench.bench_config(args, str(tmp_path))
+    assert cfg.grpo.old_logps == "trainer" and cfg.grpo.trl["vllm_importance_sampling_correction"] is False
 
 
 def test_versions_names_the_three_stacks():
@@ -217,11 +221,11 @@ def test_main_orchestrates_arms_and_sweep_without_engines(monkeypatch, tmp_path,
     (the main run's own configuration is reused, not run twice)."""
     launched = []
 
-    def fake_launch(args, arm, model_dir, root, size, prompts_per_step):
-        launched.append((arm, size, prompts_per_step))
+    def fake_launch(args, arm, model_dir, root, size, prompts_per_step, old_logps=None):
+        launched.append((arm, size, prompts_per_step) + ((old_logps,) if old_logps else ()))
         if arm == "trl_vllm_colocate":
             return None, "AttributeError: 'Parameter' object has no attribute 'weight_loader'"
-        sps = prompts_per_step * (4.0 if arm == "ours" else 2.0)
+        sps = prompts_per_step * (4.0 if arm == "ours" and old_logps is None else 3.2 if arm == "ours" else 2.0)
         return {**_arm(sps, [["p1", "p2"]]), "modes": ["deep"], "trainable_params": 10, "sync_bytes": 5,
                 "breakdown": {"rollout": 1.0, "reward": 0.0, "sync": 0.1, "train": 1.0, "step": 2.1}}, None
 
@@ -240,3 +244,12 @@ def test_main_orchestrates_arms_and_sweep_without_engines(monkeypatch, tmp_path,
     assert len(launched) == 3 + 10
     printed = capsys.readouterr().out
     assert "speedup_vs_trl (samples/s): 2.00x" in printed and '"sweep"' in printed
+    assert "ours_other_old_logps" not in res
+    launched.clear()
+    assert bench.main(["--json", str(out), "--size", "tiny", "--prompts-per-step", "2", "--no-colocate",
+                       "--compare-old-logps"]) == 0
+    res = json.loads(out.read_text())
+    assert ("ours", "tiny", 2, "trainer") in launched and res["ours_old_logps"] == "sampler"
+    other = res["ours_other_old_logps"]
+    assert other["old_logps"] == "trainer" and other["same_prompts"] is True
+    assert other["ours_speedup_over_it"] == pytest.approx(1.25) and other["speedup_vs_trl"] == pytest.approx(1.6)

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from rl.context import RunContext
 
 
+OLD_LOGPS = ("sampler", "trainer")  # grpo.old_logps
+
+
 @dataclass
 class GRPOStageConfig:
     steps: int = 60
@@ -39,6 +42,14 @@ class GRPOStageConfig:
     # examples (the warm-up's rows and rendering) to the GRPO loss; 0 = off.
     sft_coef: float = 0.0
     sft_batch_size: int = 16
+    # Where the policy ratio's old log-probs come from. "sampler": the log-probs the engines
+    # returned with each sample, taken on the weights synced before the rollout (one optimizer
+    # step per generation), so no extra forward pass; the ratio against them is also the
+    # trainer-vs-sampler correction, and the gap is logged from the training forward itself.
+    # "trainer": TRL's path, a no-grad forward for the old log-probs plus TRL's vLLM
+    # importance-sampling correction between them and the sampler's (needed when several
+    # optimizer steps share one generation: `trl.steps_per_generation`, `trl.num_iterations`).
+    old_logps: str = "sampler"
     trl: dict[str, Any] = field(default_factory=dict)  # extra trl.GRPOConfig fields
 
     def validate(self) -> None:
@@ -52,6 +63,14 @@ class GRPOStageConfig:
             raise FieldError("sft_coef", f"must be a number >= 0 (0 = no SFT anchor), got {self.sft_coef}")
         if self.sft_batch_size < 1:
             raise FieldError("sft_batch_size", f"must be at least 1, got {self.sft_batch_size}")
+        if self.old_logps not in OLD_LOGPS:
+            raise FieldError("old_logps", f"must be one of {list(OLD_LOGPS)}, got {self.old_logps!r}")
+        if self.old_logps == "sampler":
+            accum = self.trl.get("gradient_accumulation_steps", 1)
+            if self.trl.get("num_iterations", 1) != 1 or self.trl.get("steps_per_generation", accum) != accum:
+                raise FieldError("old_logps", "'sampler' needs one optimizer step per generation (grpo.trl "
+                                 "num_iterations 1, steps_per_generation = gradient_accumulation_steps); "
+                                 "set grpo.old_logps=trainer to reuse a generation for several steps")
 
 
 def _cycle_rows(dataset: Any, seed: int):
@@ -104,7 +123,9 @@ def grpo_args(cfg: GRPOStageConfig, out_dir: str, max_tokens: int, temperature: 
         report_to=["tensorboard"],
         seed=seed,
         remove_unused_columns=False,
-        vllm_importance_sampling_correction=True,
+        # TRL's correction runs on its own extra forward; with sampler old log-probs the policy
+        # ratio itself is taken against the sampler (rl.grpo_trainer).
+        vllm_importance_sampling_correction=cfg.old_logps == "trainer",
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
@@ -123,6 +144,7 @@ class GRPOSetup:
     suite: Any
     sampler: Any
     anchor: Any = None  # rl.sft_anchor.SFTAnchor when grpo.sft_coef > 0
+    old_logps: str = "sampler"  # grpo.old_logps
 
 
 def prepare(ctx: RunContext) -> GRPOSetup:
@@ -149,7 +171,7 @@ def prepare(ctx: RunContext) -> GRPOSetup:
     sampling = SamplingSettings(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p)
     sampler = GroupSampler(ctx.engine, suite, scheduler, cfg.rewards.std_filter, _cycle_rows(train, cfg.seed + 1),
                            gcfg.num_generations, sampling)
-    return GRPOSetup(model, processor, train, suite, sampler, make_anchor(ctx, processor))
+    return GRPOSetup(model, processor, train, suite, sampler, make_anchor(ctx, processor), gcfg.old_logps)
 
 
 def make_anchor(ctx: RunContext, processor: Any) -> Any:
@@ -193,6 +215,7 @@ def make_trainer(setup: GRPOSetup, args: Any, engine: Any, callbacks: list[Any] 
         anchor=setup.anchor,
         parity_bound=bound,
         banned_token_ids=banned,
+        old_logps=setup.old_logps,
         callbacks=callbacks,
     )
 
