@@ -148,12 +148,13 @@ def test_fill_unscored_and_sampler_gap_stats():
     assert old[0, 1] == ours[0, 1] and torch.equal(old[1], sampled[1])  # only the unscored token, ratio 1 there
 
 
-def _one_step(model, processor, train, tmp_path, old_logps):
-    """One SGD GRPO step of a copy of `model` on the same sampled groups; returns (parameter change,
-    no-grad policy forwards, the step's log, the groups)."""
-    import copy
-
-    policy = copy.deepcopy(model)
+def _one_step(model_dir, processor, train, tmp_path, old_logps):
+    """One SGD GRPO step of a fresh copy of the tiny model on the same sampled groups; returns
+    (parameter change, no-grad policy forwards, the step's log, the groups). Fresh, not a deep copy
+    of the module's shared model: a trainer has replaced that model's `forward` with accelerate's
+    wrapper, and a deep copy's wrapper still calls the original model (measured: log-probs of the
+    other weights, 0.04 nats off)."""
+    policy = load_policy(PolicyConfig(name_or_path=model_dir))[0]
     engine = HFEngine(policy, processor, {"deep": 16, "fast": 6})
     before = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
     cfg = GRPOStageConfig(steps=1, prompts_per_step=2, num_generations=4, learning_rate=1e-2, save_steps=0,
@@ -178,13 +179,13 @@ def _one_step(model, processor, train, tmp_path, old_logps):
     return delta, forwards, trainer.state.log_history[0], trainer.last_groups
 
 
-def test_sampler_old_logps_save_the_extra_forward_and_give_the_same_update(setup, tmp_path):
+def test_sampler_old_logps_save_the_extra_forward_and_give_the_same_update(setup, tiny_model_dir, tmp_path):
     """grpo.old_logps=sampler (default) trains with one policy forward per step, not two, and its
     update equals TRL's path (no-grad old forward + vLLM importance-sampling correction) on the same
     samples, up to the trainer-vs-sampler gap; the gap metrics are still logged."""
-    model, processor, train, _ = setup
-    d_trl, f_trl, log_trl, g_trl = _one_step(model, processor, train, tmp_path, "trainer")
-    d_ours, f_ours, log_ours, g_ours = _one_step(model, processor, train, tmp_path, "sampler")
+    _, processor, train, _ = setup
+    d_trl, f_trl, log_trl, g_trl = _one_step(tiny_model_dir, processor, train, tmp_path, "trainer")
+    d_ours, f_ours, log_ours, g_ours = _one_step(tiny_model_dir, processor, train, tmp_path, "sampler")
     samples = lambda groups: [(g.mode, [c.completion_ids for c in g.rollout.completions]) for g in groups]  # noqa: E731
     assert samples(g_ours) == samples(g_trl)  # same groups: the comparison is about the loss only
     assert f_trl == {"no_grad": 1, "grad": 1} and f_ours == {"no_grad": 0, "grad": 1}
@@ -218,8 +219,7 @@ def test_hf_engine_samples_correctly_from_a_model_a_trainer_holds(setup, tiny_mo
     from rollouts.types import RolloutRequest
 
     _, processor, train, _ = setup
-    model = load_policy(PolicyConfig(name_or_path=tiny_model_dir))[0]  # not the module's shared, trained one
-    _one_step(model, processor, train, tmp_path, "sampler")
+    _one_step(tiny_model_dir, processor, train, tmp_path, "sampler")
     policy, engine = _one_step.last
     assert policy.training  # left as the trainer had it
     row = train[0]
