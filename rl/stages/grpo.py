@@ -4,7 +4,8 @@ Defaults follow MiniCPM-V 4.5 where they fit a CPU: no KL (beta 0), no entropy l
 temperature 1.0, 50% of prompts in deep mode, all samples of a prompt in one mode; DAPO loss
 (TRL's default), clip-higher epsilon_high 0.28. Prompts come from the training split (task
 types in `tasks`, question types in `qtypes`). With `sft_coef > 0` every step's loss also
-carries the SFT anchor on the warm-up's examples (`rl.sft_anchor`). After training the policy
+carries the SFT anchor on the warm-up's examples (`rl.sft_anchor`). The policy ratio's old
+log-probs are the sampler's (`old_logps`, one forward per step; see rl.grpo_trainer). After training the policy
 is saved in HF format and evaluated on held-out data; the stage returns its metrics and the
 per-step log.
 """
