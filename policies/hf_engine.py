@@ -18,21 +18,18 @@ from rollouts.types import Completion, Rollout, RolloutRequest, ScoreRequest, Sc
 
 
 @contextmanager
-def generation_ready(model: Any) -> Iterator[None]:
-    """Sample from a model a trainer also holds: in eval mode and through the model class's own
-    `forward`. Accelerate's `prepare` replaces the instance's `forward` with an autocast wrapper
-    whose signature hides the model's arguments from `generate`; measured on Idefics3 after one
-    TRL step, every token after the first was then decoded wrong (log-probs off by up to 1.4 from
-    the model's own). Both are restored afterwards."""
+def eval_mode(model: Any) -> Iterator[None]:
+    """Sample from a model a trainer also holds in eval mode, restoring its mode afterwards. A TRL
+    trainer leaves the model in train mode with gradient checkpointing, which switches the KV cache
+    off; Idefics3's `generate` then feeds the image features to the first decoding step only, and
+    every later token was decoded without the image (measured after one TRL step: log-probs off by
+    up to 1.4 nats from the model's own; tests/test_grpo_trainer.py)."""
     was_training = model.training
-    wrapped = model.__dict__.pop("forward", None)
     model.eval()
     try:
         yield
     finally:
         model.train(was_training)
-        if wrapped is not None:
-            model.forward = wrapped
 
 
 class HFEngine:
@@ -75,7 +72,7 @@ class HFEngine:
         if sp.seed is not None:
             torch.manual_seed(sp.seed)
         greedy = sp.temperature <= 0
-        with generation_ready(self.model):
+        with eval_mode(self.model):
             out = self._generate(batch, max_new, greedy, sp, n)
         prompt_len = batch["input_ids"].shape[1]
         seqs = out.sequences[:, prompt_len:]

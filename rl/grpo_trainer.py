@@ -47,6 +47,7 @@ from policies.tokens import BANNED_LOGIT_BIAS
 from rl.data.rows import row_images, row_videos
 from rl.grpo_sampling import Group, GroupSampler
 from rl.sft_anchor import add_anchor
+from rl.stages.grpo import OLD_LOGPS, ONE_STEP_NEEDED, one_step_per_generation
 
 MEDIA_COLUMNS = ("image", "images", "videos")  # what TRL must not see (the trainer feeds media itself)
 
@@ -185,8 +186,8 @@ def banned_logit_bias(model: Any, token_ids: list[int]) -> Iterator[None]:
 class HybridGRPOTrainer(GRPOTrainer):
     def __init__(self, *args: Any, sampler: GroupSampler, pool: Any, anchor: Any = None, parity_bound: float = 1e-4,
                  banned_token_ids: list[int] | None = None, old_logps: str = "sampler", **kwargs: Any):
-        if old_logps not in ("sampler", "trainer"):
-            raise ValueError(f"old_logps must be 'sampler' or 'trainer', got {old_logps!r}")
+        if old_logps not in OLD_LOGPS:
+            raise ValueError(f"old_logps must be one of {OLD_LOGPS}, got {old_logps!r}")
         self.old_logps = old_logps
         self._train_logps: Any = None  # detached log-probs of the last training forward ("sampler")
         self._pending_old: Any = None  # the sampler old log-probs of the micro-batch being trained
@@ -207,10 +208,9 @@ class HybridGRPOTrainer(GRPOTrainer):
         self.vllm_generation = PoolWeightSync(self, pool)
         self._last_loaded_step = -1
         if old_logps == "sampler":
-            args = self.args
-            if self.num_iterations != 1 or args.steps_per_generation != args.gradient_accumulation_steps:
-                raise ValueError("old_logps='sampler' needs one optimizer step per generation (num_iterations 1, "
-                                 "steps_per_generation = gradient_accumulation_steps); use old_logps='trainer'")
+            if not one_step_per_generation(self.num_iterations, self.args.steps_per_generation,
+                                           self.args.gradient_accumulation_steps):
+                raise ValueError(ONE_STEP_NEEDED)
             # No no-grad forward: TRL's old log-probs are None and ours fill them from the sampler.
             self.vllm_importance_sampling_correction = False
 

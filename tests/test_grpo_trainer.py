@@ -151,9 +151,9 @@ def test_fill_unscored_and_sampler_gap_stats():
 def _one_step(model_dir, processor, train, tmp_path, old_logps):
     """One SGD GRPO step of a fresh copy of the tiny model on the same sampled groups; returns
     (parameter change, no-grad policy forwards, the step's log, the groups). Fresh, not a deep copy
-    of the module's shared model: a trainer has replaced that model's `forward` with accelerate's
-    wrapper, and a deep copy's wrapper still calls the original model (measured: log-probs of the
-    other weights, 0.04 nats off)."""
+    of the module's shared model: a trainer has replaced that model's `forward` with TRL's fused-LM-
+    head wrapper, which holds the original model's bound `forward`, so a deep copy would still
+    compute with the original's weights (measured: 0.04 nats off)."""
     policy = load_policy(PolicyConfig(name_or_path=model_dir))[0]
     engine = HFEngine(policy, processor, {"deep": 16, "fast": 6})
     before = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
@@ -211,9 +211,9 @@ def test_old_logps_config_is_checked():
 
 
 def test_hf_engine_samples_correctly_from_a_model_a_trainer_holds(setup, tiny_model_dir, tmp_path):
-    """After a TRL step the trainer's model has accelerate's forward wrapper, train mode and
-    gradient checkpointing; the HF engine must still sample from the model's own distribution
-    (before `generation_ready`, every token after the first was off by up to 1.4 nats)."""
+    """After a TRL step the trainer's model is in train mode with gradient checkpointing; the HF
+    engine must still sample from the model's own distribution (before `eval_mode`, every token
+    after the first was off by up to 1.4 nats)."""
     from policies.media import forward_media
     from rl.data.rows import row_images, row_videos
     from rollouts.types import RolloutRequest

@@ -25,6 +25,15 @@ if TYPE_CHECKING:
 
 
 OLD_LOGPS = ("sampler", "trainer")  # grpo.old_logps
+ONE_STEP_NEEDED = ("old_logps='sampler' needs one optimizer step per generation (num_iterations 1, "
+                   "steps_per_generation = gradient_accumulation_steps); set grpo.old_logps=trainer to reuse a "
+                   "generation for several steps")
+
+
+def one_step_per_generation(num_iterations: int, steps_per_generation: int | None, accumulation: int) -> bool:
+    """Whether each generation is trained by exactly one optimizer step on the weights it was sampled
+    with: the condition for using the sampler's log-probs as the old log-probs."""
+    return num_iterations == 1 and (steps_per_generation or accumulation) == accumulation
 
 
 @dataclass
@@ -66,12 +75,10 @@ class GRPOStageConfig:
             raise FieldError("sft_batch_size", f"must be at least 1, got {self.sft_batch_size}")
         if self.old_logps not in OLD_LOGPS:
             raise FieldError("old_logps", f"must be one of {list(OLD_LOGPS)}, got {self.old_logps!r}")
-        if self.old_logps == "sampler":
-            accum = self.trl.get("gradient_accumulation_steps", 1)
-            if self.trl.get("num_iterations", 1) != 1 or self.trl.get("steps_per_generation", accum) != accum:
-                raise FieldError("old_logps", "'sampler' needs one optimizer step per generation (grpo.trl "
-                                 "num_iterations 1, steps_per_generation = gradient_accumulation_steps); "
-                                 "set grpo.old_logps=trainer to reuse a generation for several steps")
+        if self.old_logps == "sampler" and not one_step_per_generation(
+                self.trl.get("num_iterations", 1), self.trl.get("steps_per_generation"),
+                self.trl.get("gradient_accumulation_steps", 1)):
+            raise FieldError("old_logps", ONE_STEP_NEEDED + " (grpo.trl)")
 
 
 def _cycle_rows(dataset: Any, seed: int):
