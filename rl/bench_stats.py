@@ -130,8 +130,13 @@ class RssMonitor:
 
     def sample(self) -> tuple[int, int]:
         children_of, cmdline_of, rss_of = self._fns
-        arm = sum_rss(self.pids(), rss_of)
-        tree = sum_rss(descendants([self.root, *sorted(self.extra)], children_of), rss_of)
+        arm_pids_now = self.pids()
+        tree_pids = descendants([self.root, *sorted(self.extra)], children_of)
+        # One reading per process for both sums: read twice, a growing process could make the
+        # tree's sum smaller than the arm's.
+        readings = {pid: rss_of(pid) for pid in dict.fromkeys([*arm_pids_now, *tree_pids])}
+        arm = sum_rss(arm_pids_now, readings.get)
+        tree = sum_rss(dict.fromkeys([*tree_pids, *arm_pids_now]), readings.get)
         self.peak, self.peak_tree = max(self.peak, arm), max(self.peak_tree, tree)
         self.samples += 1
         return arm, tree

@@ -65,6 +65,21 @@ def test_rss_monitor_keeps_the_peak_of_the_sum():
     assert mon.sample() == (3009 * MB, 3169 * MB)
 
 
+def test_rss_monitor_reads_each_process_once_per_sample():
+    """A process that grows between readings must not make the tree's sum smaller than the arm's
+    (that race failed `peak_rss_tree_mb >= peak_rss_mb` now and then)."""
+    reads = []
+
+    def growing(pid):
+        reads.append(pid)
+        return RSS.get(pid, 0) + len(reads) * MB
+
+    mon = stats.RssMonitor(root=1, engine_prefixes=("ray::VLLMEngine",), children_of=children_of,
+                           cmdline_of=cmdline_of, rss_of=growing)
+    arm, tree = mon.sample()
+    assert sorted(reads) == [1, 2, 3, 4, 5, 6] and tree >= arm
+
+
 def test_rss_monitor_cpu_seconds_of_the_arm():
     cpu = {1: 10.0, 2: 100.0, 4: 5.0, 6: 0.5, 5: 100.0}  # Ray's GCS (2) and idle worker (5) left out
     mon = stats.RssMonitor(root=1, engine_prefixes=("ray::VLLMEngine",), children_of=children_of,
