@@ -135,6 +135,20 @@ class HFEngine:
     def health(self) -> dict[str, Any]:
         return {"ok": True, "version": self.version, "backend": "hf", "banned": [t[0] for t in self.banned]}
 
+    def snapshot(self, model: Any, version: int) -> Any:
+        """The pool's API: a copy of `model`'s trainable weights as a payload of `version`."""
+        from rollouts.weight_sync import collect_trainable
+
+        return collect_trainable(model, version, to_cpu=True)
+
+    def sync(self, payload: Any):
+        """The pool's API: load a payload (`snapshot`) under its version."""
+        from types import SimpleNamespace
+
+        t0 = time.perf_counter()
+        self.update_weights(list(zip(payload.names, payload.tensors, strict=True)), payload.version)
+        return SimpleNamespace(version=self.version, seconds=time.perf_counter() - t0, num_bytes=payload.num_bytes)
+
     def sync_from_model(self, model: Any):
         """Mirror the pool's API: copy the trainable weights of `model` (no-op when it is ours)."""
         from types import SimpleNamespace

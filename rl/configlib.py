@@ -7,6 +7,7 @@ and fails at start, naming the key, on an unknown key, a wrong type or a bad val
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -103,7 +104,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     if not isinstance(data, Mapping):
         raise ConfigError(f"config section '{prefix.rstrip('.') or '<top>'}' must be a mapping")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {config_key(f): f for f in dataclasses.fields(cls) if f.init}
     unknown = [k for k in data if k not in fields]
     if unknown:
         where = prefix.rstrip(".") or "the top level"
@@ -111,7 +112,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
             f"unknown config key '{prefix}{unknown[0]}'; valid keys in {where}: "
             f"{', '.join(sorted(fields))}"
         )
-    kwargs = {name: _coerce(value, hints[name], f"{prefix}{name}") for name, value in data.items()}
+    kwargs = {fields[key].name: _coerce(value, hints[fields[key].name], f"{prefix}{key}") for key, value in data.items()}
     obj = cls(**kwargs)
     check = getattr(obj, "validate", None)
     if callable(check):
@@ -122,9 +123,21 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     return obj
 
 
-def to_dict(obj: Any) -> dict[str, Any]:
-    """Plain-dict view of a config dataclass (YAML/JSON serialisable)."""
-    return dataclasses.asdict(obj)
+def config_key(f: dataclasses.Field) -> str:
+    """The config-file key of a dataclass field: its name, or `metadata["key"]` where the key is a
+    Python keyword (`grpo.async` is the field `async_`)."""
+    return f.metadata.get("key", f.name)
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain-dict view of a config dataclass (YAML/JSON serialisable), under the config keys."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {config_key(f): to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_dict(v) for v in obj)
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return copy.deepcopy(obj)
 
 
 def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

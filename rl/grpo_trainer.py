@@ -29,6 +29,11 @@ optimizer step) and changes three things:
   just synced and warns when one exceeds the bound of the sampler's dtype
   (`policies.families.PARITY_BOUNDS`): the stale-weight alarm, which also shows known model
   differences (Qwen-VL video positions in vLLM vs transformers) by kind.
+- with `max_staleness` > 0 (`grpo.async`), batches come from `rl.async_rollouts.RolloutPipeline`:
+  sampled on a worker thread from weights at most that many optimizer steps old while the trainer
+  trains, weights pushed as snapshots at step boundaries; each completion carries its staleness
+  (`staleness` in the batch), the parity monitor looks only at fresh (staleness 0) rows, and the
+  sampler-gap metrics become the importance-sampling ratio against the behaviour policy.
 Rewards are computed once, by the sampler (which sees the raw text with think tags; TRL's decoded
 completions drop special tokens), and reach TRL through the `precomputed_reward` function.
 """
@@ -47,7 +52,7 @@ from policies.tokens import BANNED_LOGIT_BIAS
 from rl.data.rows import row_images, row_videos
 from rl.grpo_sampling import Group, GroupSampler
 from rl.sft_anchor import add_anchor
-from rl.stages.grpo import OLD_LOGPS, ONE_STEP_NEEDED, one_step_per_generation
+from rl.stages.grpo import ASYNC_ONE_STEP_NEEDED, OLD_LOGPS, ONE_STEP_NEEDED, one_step_per_generation
 
 MEDIA_COLUMNS = ("image", "images", "videos")  # what TRL must not see (the trainer feeds media itself)
 
@@ -106,6 +111,14 @@ def parity_gaps(old_logps: Any, sampler_logps: Any, mask: Any, kinds: list[str])
     return out
 
 
+def _engine_version(engine: Any) -> int:
+    """The weights version an engine (pool or in-process engine) holds now."""
+    if hasattr(engine, "version"):
+        return int(engine.version)
+    health = engine.health()
+    return int((health[0] if isinstance(health, list) else health)["version"])
+
+
 def precomputed_reward(prompts: list[Any], completions: list[Any], reward_total: list[float], **_: Any) -> list[float]:
     """TRL reward function that returns the totals the GroupSampler already computed."""
     return [float(r) for r in reward_total]
@@ -123,6 +136,12 @@ class PoolWeightSync:
         stats = self.pool.sync_from_model(self.trainer.model)
         self.history.append(stats)
         self.trainer._metrics["train"]["time/sync_s"].append(stats.seconds)
+
+    def push(self, payload: Any) -> Any:
+        """Apply a weight snapshot (asynchronous mode; runs on the pipeline's worker thread)."""
+        stats = self.pool.sync(payload)
+        self.history.append(stats)
+        return stats
 
 
 def groups_to_rollout_output(groups: list[Group]) -> dict[str, list[Any]]:
@@ -185,7 +204,8 @@ def banned_logit_bias(model: Any, token_ids: list[int]) -> Iterator[None]:
 
 class HybridGRPOTrainer(GRPOTrainer):
     def __init__(self, *args: Any, sampler: GroupSampler, pool: Any, anchor: Any = None, parity_bound: float = 1e-4,
-                 banned_token_ids: list[int] | None = None, old_logps: str = "sampler", **kwargs: Any):
+                 banned_token_ids: list[int] | None = None, old_logps: str = "sampler", max_staleness: int = 0,
+                 **kwargs: Any):
         if old_logps not in OLD_LOGPS:
             raise ValueError(f"old_logps must be one of {OLD_LOGPS}, got {old_logps!r}")
         self.old_logps = old_logps
@@ -200,6 +220,8 @@ class HybridGRPOTrainer(GRPOTrainer):
         self._active_media: list[tuple[list[Any], list[Any]]] | None = None  # per row of the next forward
         self.last_groups: list[Group] = []
         self._alignment_checked = False
+        self.max_staleness = max_staleness  # 0 = synchronous; else grpo.async.max_staleness
+        self.pipeline: Any = None  # rl.async_rollouts.RolloutPipeline, built at the first training batch
         super().__init__(*args, rollout_func=self._rollout, **kwargs)
         # Route TRL's vLLM-only paths (weight-sync hook, importance-sampling correction and its
         # sampler-gap metrics) to the pool; "server" keeps TRL away from its colocated engine.
@@ -207,9 +229,12 @@ class HybridGRPOTrainer(GRPOTrainer):
         self.vllm_mode = "server"
         self.vllm_generation = PoolWeightSync(self, pool)
         self._last_loaded_step = -1
+        one_step = one_step_per_generation(self.num_iterations, self.args.steps_per_generation,
+                                           self.args.gradient_accumulation_steps)
+        if max_staleness and not one_step:
+            raise ValueError(ASYNC_ONE_STEP_NEEDED)
         if old_logps == "sampler":
-            if not one_step_per_generation(self.num_iterations, self.args.steps_per_generation,
-                                           self.args.gradient_accumulation_steps):
+            if not one_step:
                 raise ValueError(ONE_STEP_NEEDED)
             # No no-grad forward: TRL's old log-probs are None and ours fill them from the sampler.
             self.vllm_importance_sampling_correction = False
@@ -220,13 +245,57 @@ class HybridGRPOTrainer(GRPOTrainer):
         out, self._cached = self._cached, None
         return out
 
-    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    def _sample_groups(self, rows: list[dict[str, Any]]) -> tuple[list[Group], Any, list[int]]:
+        """The groups to train on now, their sampling stats and each group's staleness (optimizer
+        steps between the weights it was sampled with and the trainer's)."""
+        if self.max_staleness and self.model.training:
+            # TRL's own weight-sync hook (in its generation path) must not push the live weights
+            # behind the pipeline's back: pushes are the pipeline's, as snapshots, on its worker.
+            self._last_loaded_step = self.state.global_step
+            batch = self._rollout_pipeline(len(rows)).batch(self.state.global_step, self._snapshot)
+            for key, value in batch.metrics().items():
+                self._metrics["train"][key].append(value)
+            return batch.groups, batch.stats, batch.staleness
+        if self.pipeline is not None:
+            self.pipeline.drain()  # the engines are ours again (evaluation outside training steps)
         if self.model.training and self.state.global_step != self._last_loaded_step:
             self.vllm_generation.sync_weights()
             self._last_loaded_step = self.state.global_step
+        groups, stats = self.sampler.sample(rows)
+        return groups, stats, [0] * len(groups)
+
+    def _rollout_pipeline(self, prompts_per_step: int) -> Any:
+        if self.pipeline is None:
+            from rl.async_rollouts import RolloutPipeline
+
+            sampler, pool = self.sampler, self.vllm_generation.pool
+            self.pipeline = RolloutPipeline(
+                sampler.sample, lambda: [next(sampler.fresh_rows) for _ in range(prompts_per_step)],
+                self.vllm_generation.push, self.max_staleness, engine_version=int(_engine_version(pool)))
+        return self.pipeline
+
+    def _snapshot(self, version: int) -> Any:
+        return self.vllm_generation.pool.snapshot(self.accelerator.unwrap_model(self.model), version)
+
+    def sampler_state(self) -> dict[str, Any]:
+        """The sampler's state for a checkpoint; in async mode after the batches in flight finished
+        (they are sampled again on resume, from this state)."""
+        if self.pipeline is not None:
+            self.pipeline.drain()
+        return self.sampler.state_dict()
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            if self.pipeline is not None:  # batches sampled ahead for steps that never come are dropped
+                self.pipeline.close()
+                self.pipeline = None
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         G = self.num_generations
         rows = [inputs[i] for i in range(0, len(inputs), G)]
-        groups, stats = self.sampler.sample(rows)
+        groups, stats, staleness = self._sample_groups(rows)
         if not self._alignment_checked:  # once per run: cheap, and catches template drift early
             check_prompt_alignment(self.processing_class, groups)
             self._alignment_checked = True
@@ -240,6 +309,7 @@ class HybridGRPOTrainer(GRPOTrainer):
         self._active_media = media
         output = super()._generate_and_score_completions(final_inputs)
         output["media"] = media
+        output["staleness"] = [s for s in staleness for _ in range(G)]
         if self.old_logps == "sampler":
             sampled = output.get("sampling_per_token_logps")
             if sampled is None:
@@ -247,14 +317,18 @@ class HybridGRPOTrainer(GRPOTrainer):
             output["old_per_token_logps"] = sampled.clone()  # NaN entries are filled in the training forward
         else:
             self._monitor_parity(output.get("old_per_token_logps"), output.get("sampling_per_token_logps"),
-                                 output["completion_mask"], [media_kind(g.row) for g in groups for _ in range(G)])
+                                 output["completion_mask"], [media_kind(g.row) for g in groups for _ in range(G)],
+                                 output["staleness"])
         return output
 
-    def _monitor_parity(self, old: Any, sampled: Any, mask: Any, kinds: list[str]) -> None:
-        """Log `parity/<kind>/max` (trainer vs sampler on the weights just synced) and warn once per
-        kind when the gap exceeds `parity_bound`."""
-        if old is None or sampled is None:
+    def _monitor_parity(self, old: Any, sampled: Any, mask: Any, kinds: list[str], staleness: list[int]) -> None:
+        """Log `parity/<kind>/max` (trainer vs sampler on the same weights: the rows of staleness 0)
+        and warn once per kind when the gap exceeds `parity_bound`."""
+        fresh = [i for i, s in enumerate(staleness) if s == 0]
+        if old is None or sampled is None or not fresh:
             return
+        if len(fresh) < len(kinds):
+            old, sampled, mask, kinds = old[fresh], sampled[fresh], mask[fresh], [kinds[i] for i in fresh]
         for kind, gap in parity_gaps(old, sampled, mask, kinds).items():
             self._metrics["train"][f"parity/{kind}/max"].append(gap)
             if kind != "all" and gap > self.parity_bound and kind not in self.parity_warned:
@@ -321,10 +395,11 @@ class HybridGRPOTrainer(GRPOTrainer):
 
     def _log_sampler_gap(self, inputs: Any) -> None:
         """Under sampler old log-probs: the trainer-vs-sampler metrics and the parity monitor, from
-        the training forward's log-probs (the weights just synced: one optimizer step per
-        generation), so the gap costs no forward pass of its own."""
+        the training forward's log-probs (synchronous: the weights just synced, one optimizer step
+        per generation; asynchronous: the ratio to the behaviour policy, parity on fresh rows), so
+        the gap costs no forward pass of its own."""
         sampled, mask = inputs["sampling_per_token_logps"], inputs["completion_mask"]
         for key, value in sampler_gap_stats(self._train_logps, sampled, mask).items():
             self._metrics["train"][key].append(value)
         kinds = [kind_of_media(images, videos) for images, videos in inputs["media"]]
-        self._monitor_parity(self._train_logps, sampled, mask, kinds)
+        self._monitor_parity(self._train_logps, sampled, mask, kinds, inputs["staleness"])

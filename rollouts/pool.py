@@ -178,6 +178,11 @@ class RolloutPool:
         """Push the model's trainable parameters (merged LoRA for peft models) as version + 1."""
         return self.sync(collect_trainable(model, self.version + 1, to_cpu=self.cfg.sync.transport == "ray"))
 
+    def snapshot(self, model: Any, version: int) -> SyncPayload:
+        """The model's trainable weights as a payload of `version`, copied: the trainer may take
+        more optimizer steps before the payload is pushed (`rl.async_rollouts`)."""
+        return collect_trainable(model, version, to_cpu=self.cfg.sync.transport == "ray", copy=True)
+
     def sync(self, payload: SyncPayload) -> SyncStats:
         t0 = time.perf_counter()
         if isinstance(self.transport, RayTransport):

@@ -72,8 +72,11 @@ def _collect_merged_lora(model: Any, names: list[str], tensors: list[Any], froze
             frozen.append(_peft_base_name(name))
 
 
-def collect_trainable(model: Any, version: int, to_cpu: bool = True, name_map: list[tuple[str, str]] = ()) -> SyncPayload:
-    """Gather the tensors to sync: trainable parameters, or merged LoRA targets for peft models."""
+def collect_trainable(model: Any, version: int, to_cpu: bool = True, name_map: list[tuple[str, str]] = (),
+                      copy: bool = False) -> SyncPayload:
+    """Gather the tensors to sync: trainable parameters, or merged LoRA targets for peft models.
+    `to_cpu` copies them to CPU; `copy` also copies them on the device (a snapshot the trainer's
+    next optimizer step does not change: asynchronous pushes)."""
     import torch
 
     names, tensors, frozen = [], [], []
@@ -91,6 +94,8 @@ def collect_trainable(model: Any, version: int, to_cpu: bool = True, name_map: l
         names = [re.sub(pattern, repl, n) for n in names]
     if to_cpu:
         tensors = [t.to("cpu", copy=True).contiguous() for t in tensors]
+    elif copy:
+        tensors = [t.clone().contiguous() for t in tensors]
     return SyncPayload(version, names, tensors, frozen)
 
 

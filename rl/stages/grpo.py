@@ -5,7 +5,9 @@ temperature 1.0, 50% of prompts in deep mode, all samples of a prompt in one mod
 (TRL's default), clip-higher epsilon_high 0.28. Prompts come from the training split (task
 types in `tasks`, question types in `qtypes`). With `sft_coef > 0` every step's loss also
 carries the SFT anchor on the warm-up's examples (`rl.sft_anchor`). The policy ratio's old
-log-probs are the sampler's (`old_logps`, one forward per step; see rl.grpo_trainer). After training the policy
+log-probs are the sampler's (`old_logps`, one forward per step; see rl.grpo_trainer). With
+`async.enabled` the pool samples the next step's groups while the trainer trains
+(`rl.async_rollouts`, staleness bounded by `async.max_staleness`). After training the policy
 is saved in HF format and evaluated on held-out data; the stage returns its metrics and the
 per-step log.
 """
@@ -29,11 +31,30 @@ ONE_STEP_NEEDED = ("old_logps='sampler' needs one optimizer step per generation 
                    "steps_per_generation = gradient_accumulation_steps); set grpo.old_logps=trainer to reuse a "
                    "generation for several steps")
 
+ASYNC_ONE_STEP_NEEDED = ("grpo.async needs one optimizer step per generation (num_iterations 1, steps_per_generation "
+                         "= gradient_accumulation_steps): its staleness bound counts optimizer steps per batch")
+
 
 def one_step_per_generation(num_iterations: int, steps_per_generation: int | None, accumulation: int) -> bool:
     """Whether each generation is trained by exactly one optimizer step on the weights it was sampled
     with: the condition for using the sampler's log-probs as the old log-probs."""
     return num_iterations == 1 and (steps_per_generation or accumulation) == accumulation
+
+
+@dataclass
+class AsyncConfig:
+    """`grpo.async`: rollouts that overlap training (`rl.async_rollouts`). While the trainer trains
+    step t, the pool samples the groups of later steps from the newest weights pushed; a batch
+    trained at step t comes from weights at most `max_staleness` optimizer steps old (checked on
+    every batch). Off: generation and training take turns, every batch on the current weights."""
+
+    enabled: bool = False
+    max_staleness: int = 1  # batches sampled ahead of the trainer (1 = one-step-off)
+
+    def validate(self) -> None:
+        if self.max_staleness < 1:
+            raise FieldError("max_staleness", f"must be at least 1 (0 is the synchronous loop: enabled=false), "
+                                              f"got {self.max_staleness}")
 
 
 @dataclass
@@ -60,6 +81,8 @@ class GRPOStageConfig:
     # importance-sampling correction between them and the sampler's (needed when several
     # optimizer steps share one generation: `trl.steps_per_generation`, `trl.num_iterations`).
     old_logps: str = "sampler"
+    # Overlap of rollouts and training (`grpo.async`); off by default.
+    async_: AsyncConfig = field(default_factory=AsyncConfig, metadata={"key": "async"})
     trl: dict[str, Any] = field(default_factory=dict)  # extra trl.GRPOConfig fields
 
     def validate(self) -> None:
@@ -75,9 +98,11 @@ class GRPOStageConfig:
             raise FieldError("sft_batch_size", f"must be at least 1, got {self.sft_batch_size}")
         if self.old_logps not in OLD_LOGPS:
             raise FieldError("old_logps", f"must be one of {list(OLD_LOGPS)}, got {self.old_logps!r}")
-        if self.old_logps == "sampler" and not one_step_per_generation(
-                self.trl.get("num_iterations", 1), self.trl.get("steps_per_generation"),
-                self.trl.get("gradient_accumulation_steps", 1)):
+        one_step = one_step_per_generation(self.trl.get("num_iterations", 1), self.trl.get("steps_per_generation"),
+                                           self.trl.get("gradient_accumulation_steps", 1))
+        if self.async_.enabled and not one_step:
+            raise FieldError("async.enabled", ASYNC_ONE_STEP_NEEDED + " (grpo.trl)")
+        if self.old_logps == "sampler" and not one_step:
             raise FieldError("old_logps", ONE_STEP_NEEDED + " (grpo.trl)")
 
 
@@ -153,6 +178,7 @@ class GRPOSetup:
     sampler: Any
     anchor: Any = None  # rl.sft_anchor.SFTAnchor when grpo.sft_coef > 0
     old_logps: str = "sampler"  # grpo.old_logps
+    max_staleness: int = 0  # grpo.async.max_staleness when grpo.async.enabled, else 0 (synchronous)
 
 
 def prepare(ctx: RunContext) -> GRPOSetup:
@@ -179,7 +205,8 @@ def prepare(ctx: RunContext) -> GRPOSetup:
     sampling = SamplingSettings(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p)
     sampler = GroupSampler(ctx.engine, suite, scheduler, cfg.rewards.std_filter, _cycle_rows(train, cfg.seed + 1),
                            gcfg.num_generations, sampling)
-    return GRPOSetup(model, processor, train, suite, sampler, make_anchor(ctx, processor), gcfg.old_logps)
+    return GRPOSetup(model, processor, train, suite, sampler, make_anchor(ctx, processor), gcfg.old_logps,
+                     gcfg.async_.max_staleness if gcfg.async_.enabled else 0)
 
 
 def make_anchor(ctx: RunContext, processor: Any) -> Any:
@@ -224,6 +251,7 @@ def make_trainer(setup: GRPOSetup, args: Any, engine: Any, callbacks: list[Any] 
         parity_bound=bound,
         banned_token_ids=banned,
         old_logps=setup.old_logps,
+        max_staleness=setup.max_staleness,
         callbacks=callbacks,
     )
 
@@ -246,7 +274,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
         with ctx.timed("grpo/rlpr_precompute"):
             precompute_debias(suite, train, processor)
     stop = StopOnRequest(ctx.out, save=True)  # a stop saves a complete checkpoint to resume from
-    state = PipelineStateCallback(sampler.state_dict, {"config_hash": ctx.config_hash})
+    # In async mode the state is taken after the batches in flight finished (HybridGRPOTrainer.sampler_state).
+    state = PipelineStateCallback(lambda: trainer.sampler_state(), {"config_hash": ctx.config_hash})
     trainer = make_trainer(setup, args, ctx.engine, [state, stop])
     with ctx.timed("grpo/train"):
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
