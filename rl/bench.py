@@ -46,16 +46,20 @@ from rl.bench_stats import (
     WARMUP_STEPS,
     RssMonitor,
     assemble,
+    async_records,
     available_cores,
     colocate_entry,
-    old_logps_entry,
     first_line,
     format_table,
+    old_logps_entry,
+    overlapped_means,
+    reward_curve,
     summarise_steps,
     versions,
 )
 
 ARMS = ("ours", "trl", "trl_vllm_colocate")
+WORKLOADS = ("uniform", "hybrid")
 ENGINE_PREFIXES = ("ray::VLLMEngine",)  # Ray's process title of the rollout actors
 CHILD_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
@@ -94,6 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="ours with TRL's trainer old log-probs and no importance-sampling correction at all")
     parser.add_argument("--compile", action="store_true",
                         help="our engine compiles the model (rollout.enforce_eager=false): slower start, faster rollouts")
+    parser.add_argument("--workload", choices=WORKLOADS, default="uniform",
+                        help="uniform: the untrained tiny model, deep mode only (above); hybrid: the recipe's own "
+                             "workload (rl.bench_hybrid): the demo's warm-up policy, prompts, per-mode caps and fixed "
+                             "0.5 schedule; arms ours sync, ours async (per thread placement), TRL deep-only and "
+                             "fast-only")
+    parser.add_argument("--policy", help="hybrid: the trained warm-up policy to start from (default: train the demo's "
+                                         "warm-up first, a few minutes)")
+    parser.add_argument("--placements", default="2:2,1:1,2:1,1:2",
+                        help="hybrid: trainer:engine thread counts of the async arms (comma-separated)")
+    parser.add_argument("--sync-placement", default="2:2", help="hybrid: trainer:engine threads of the sync arm")
+    parser.add_argument("--plot", help="hybrid: also write the reward-vs-wall-clock plot of every arm to this PNG")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arm-timeout", type=int, default=1800, help="seconds per arm subprocess")
     # internal: one arm in this process
@@ -101,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--arm-out", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    parser.add_argument("--length-buckets", type=int, default=1,
+                        help="ours: grpo.length_buckets (the loss on length buckets of the batch, no compute on padding)")
+    parser.add_argument("--max-staleness", type=int, default=0, help=argparse.SUPPRESS)  # ours: 0 = sync
+    parser.add_argument("--trl-mode", choices=["deep", "fast"], default="deep", help=argparse.SUPPRESS)
     return parser
 
 
@@ -131,6 +150,11 @@ def bench_config(args: argparse.Namespace, workdir: str):
     from rl.config import TrainConfig
     from rl.configlib import from_dict
 
+    if args.workload == "hybrid":
+        from rl.bench_hybrid import hybrid_config
+
+        return hybrid_config(args, workdir)
+
     return from_dict(TrainConfig, {
         "output_dir": workdir,
         "seed": args.seed,
@@ -139,6 +163,7 @@ def bench_config(args: argparse.Namespace, workdir: str):
         "grpo": {"steps": args.steps + WARMUP_STEPS, "prompts_per_step": args.prompts_per_step,
                  "num_generations": args.num_generations, "tasks": TASKS, "save_steps": 0,
                  "old_logps": "trainer" if args.no_is_correction else args.old_logps,
+                 "length_buckets": args.length_buckets,
                  "trl": {"report_to": [], "disable_tqdm": True,
                          **({"vllm_importance_sampling_correction": False} if args.no_is_correction else {})}},
         "rollout": {"max_tokens": {"deep": args.max_tokens, "fast": args.max_tokens},
@@ -150,9 +175,15 @@ def bench_config(args: argparse.Namespace, workdir: str):
 
 
 def shapes_data(args: argparse.Namespace):
-    """Shapes rows (train split) for `steps + warm-up` batches of distinct prompts and then some."""
+    """Shapes rows (train split) for `steps + warm-up` batches of distinct prompts and then some
+    (uniform workload); the demo's data with its `rl` scenes (hybrid)."""
     from rl.data.loader import LoadedData
     from rl.data.shapes import empty_dataset, make_shapes
+
+    if args.workload == "hybrid":
+        from rl.data.loader import load_data
+
+        return load_data(bench_config(args, args.workdir).data)
 
     need = (args.steps + WARMUP_STEPS) * args.prompts_per_step
     images = max(64, need)  # ~60% of the questions are `short`
@@ -167,8 +198,12 @@ def _step_clock(monitor: RssMonitor | None):
 
     class StepClock(TrainerCallback):
         def __init__(self):
+            self.start = time.perf_counter()
             self.ends: list[float] = []
             self.cpu: list[float] | None = [] if monitor is not None else None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kwargs):
             self.ends.append(time.perf_counter())
@@ -214,16 +249,23 @@ def run_ours(args: argparse.Namespace, monitor: RssMonitor) -> dict[str, Any]:
         clock = _step_clock(monitor)
         trainer = grpo.make_trainer(setup, gargs, pool, [clock])
         trainer.train()
-        syncs = trainer.vllm_generation.history  # one per step (TRL's weight-sync hook)
+        syncs = trainer.vllm_generation.history  # one per step (TRL's weight-sync hook, or the async pushes)
         records = [{**s, "sync": syncs[i].seconds if i < len(syncs) else 0.0} for i, s in enumerate(samples)]
+        step_logs = [h for h in trainer.state.log_history if "reward" in h and "train_runtime" not in h]
+        if setup.max_staleness:
+            records = async_records(step_logs, records)
         out = summarise_steps(clock.ends, records, args.prompts_per_step * args.num_generations, cpu_at_ends=clock.cpu)
+        if setup.max_staleness:
+            out["overlapped"] = overlapped_means(records[WARMUP_STEPS:len(clock.ends)])
+            out["max_staleness"] = setup.max_staleness
         out.update(prompt_ids=[r["ids"] for r in records[WARMUP_STEPS:len(clock.ends)]],
                    modes=sorted({m for r in records for m in r["modes"]}),
                    num_params=sum(p.numel() for p in setup.model.parameters()),
                    trainable_params=sum(p.numel() for p in setup.model.parameters() if p.requires_grad),
                    sync_bytes=syncs[-1].num_bytes if syncs else 0, threads=torch.get_num_threads(),
                    engine_threads=cfg.rollout.threads_per_actor or max(1, int(cfg.rollout.num_cpus_per_actor)),
-                   std_filter=cfg.rewards.std_filter.enabled)
+                   std_filter=cfg.rewards.std_filter.enabled,
+                   reward_curve=reward_curve(clock.start, clock.ends, step_logs))
         return out
     finally:
         pool.shutdown()
@@ -235,8 +277,8 @@ class SuiteReward:
     their ids with special tokens kept (TRL's own text drops `<think>`), end-of-text stripped, so
     the suite sees what it sees in our pipeline; the prompt ids of each call are recorded."""
 
-    def __init__(self, suite: Any, tokenizer: Any, num_generations: int):
-        self.suite, self.tokenizer, self.G = suite, tokenizer, num_generations
+    def __init__(self, suite: Any, tokenizer: Any, num_generations: int, mode: str = "deep"):
+        self.suite, self.tokenizer, self.G, self.mode = suite, tokenizer, num_generations, mode
         self.eos = tokenizer.eos_token or ""
         self.calls: list[dict[str, Any]] = []
         self.__name__ = "reward_suite"
@@ -249,7 +291,7 @@ class SuiteReward:
         """The suite's per-completion `RewardBreakdown`s for TRL's reward-function arguments."""
         texts = [self._text(ids) for ids in completion_ids]
         cols = {k: kw[k] for k in ("answer", "task", "qtype", "objects", "images") if k in kw}
-        cols["mode"] = ["deep"] * len(texts)
+        cols["mode"] = [self.mode] * len(texts)
         return self.suite.compute(prompts, texts, **cols)
 
     def __call__(self, prompts: list[Any], completions: list[Any], completion_ids: list[list[int]], **kw: Any):
@@ -301,7 +343,8 @@ def run_trl(args: argparse.Namespace, monitor: RssMonitor, vllm_colocate: bool =
     torch.set_num_threads(args.threads)
     cfg = bench_config(args, args.workdir)
     gcfg = cfg.grpo
-    extra: dict[str, Any] = {"chat_template_kwargs": {"enable_thinking": True}}  # deep mode, as ours
+    mode = args.trl_mode  # TRL cannot mix modes in a batch: one run per mode
+    extra: dict[str, Any] = {"chat_template_kwargs": {"enable_thinking": mode == "deep"}}
     if vllm_colocate:
         extra.update(use_vllm=True, vllm_mode="colocate", vllm_max_model_length=cfg.rollout.max_model_len)
     gcfg.trl = {**gcfg.trl, **extra}
@@ -309,17 +352,20 @@ def run_trl(args: argparse.Namespace, monitor: RssMonitor, vllm_colocate: bool =
     model = load_model(args.model_dir, cfg.policy)
     if cfg.policy.freeze_vision:
         freeze_vision(model)
-    train = shapes_data(args).train.filter(lambda t: t in gcfg.tasks, input_columns="task")
+    train = grpo.rl_prompts(shapes_data(args), gcfg)  # the rows ours samples from
     suite = RewardSuite.from_config(cfg.rewards, tokenizer=processor.tokenizer)
-    reward = SuiteReward(suite, processor.tokenizer, args.num_generations)
-    gargs = grpo.grpo_args(gcfg, str(Path(args.workdir) / "grpo"), args.max_tokens, cfg.rollout.temperature, cfg.seed)
+    reward = SuiteReward(suite, processor.tokenizer, args.num_generations, mode)
+    gargs = grpo.grpo_args(gcfg, str(Path(args.workdir) / "grpo"), cfg.rollout.max_tokens[mode],
+                           cfg.rollout.temperature, cfg.seed)
     clock = _step_clock(monitor)
     trainer = _timed_trainer_class()(model=model, reward_funcs=[reward], args=gargs, train_dataset=train,
                                      processing_class=processor, callbacks=[clock])
     trainer.train()
     records = [{**g, "reward": r["seconds"]} for g, r in zip(trainer.gen_calls, reward.calls, strict=True)]
     out = summarise_steps(clock.ends, records, args.prompts_per_step * args.num_generations, cpu_at_ends=clock.cpu)
-    out.update(prompt_ids=[r["ids"] for r in reward.calls[WARMUP_STEPS:len(clock.ends)]], modes=["deep"],
+    step_logs = [h for h in trainer.state.log_history if "reward" in h and "train_runtime" not in h]
+    out.update(prompt_ids=[r["ids"] for r in reward.calls[WARMUP_STEPS:len(clock.ends)]], modes=[mode],
+               reward_curve=reward_curve(clock.start, clock.ends, step_logs),
                num_params=sum(p.numel() for p in model.parameters()),
                trainable_params=sum(p.numel() for p in model.parameters() if p.requires_grad),
                threads=torch.get_num_threads())
@@ -356,20 +402,24 @@ def run_arm(args: argparse.Namespace) -> int:
 
 # ============================================================================ orchestration (parent)
 def _child_args(args: argparse.Namespace, arm: str, model_dir: str, workdir: Path, out: Path,
-                size: str, prompts_per_step: int, old_logps: str | None = None) -> list[str]:
+                size: str, prompts_per_step: int, old_logps: str | None = None, extra: tuple[str, ...] = ()) -> list[str]:
     return [sys.executable, "-m", "rl.bench", "--arm", arm, "--arm-out", str(out), "--model-dir", model_dir,
             "--workdir", str(workdir), "--size", size, "--steps", str(args.steps),
             "--prompts-per-step", str(prompts_per_step), "--num-generations", str(args.num_generations),
             "--max-tokens", str(args.max_tokens), "--threads", str(args.threads),
             "--engine-threads", str(args.engine_threads), "--seed", str(args.seed),
-            "--old-logps", old_logps or args.old_logps,
-            *(["--compile"] if args.compile else []), *(["--no-is-correction"] if args.no_is_correction else [])]
+            "--old-logps", old_logps or args.old_logps, "--workload", args.workload,
+            "--length-buckets", str(args.length_buckets),
+            *(["--compile"] if args.compile else []), *(["--no-is-correction"] if args.no_is_correction else []),
+            *extra]  # later flags override earlier ones (per-arm threads, staleness, TRL mode)
 
 
 def launch(args: argparse.Namespace, arm: str, model_dir: str, root: Path, size: str,
-           prompts_per_step: int, old_logps: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
-    """Run one arm in a fresh subprocess; (result, None) or (None, error text)."""
-    tag = f"{arm}_{size}_p{prompts_per_step}" + (f"_{old_logps}_logps" if old_logps else "")
+           prompts_per_step: int, old_logps: str | None = None, extra: tuple[str, ...] = (),
+           tag: str | None = None) -> tuple[dict[str, Any] | None, str | None]:
+    """Run one arm in a fresh subprocess; (result, None) or (None, error text). `extra`: child
+    flags of this arm; `tag`: its name (files and log lines)."""
+    tag = tag or f"{arm}_{size}_p{prompts_per_step}" + (f"_{old_logps}_logps" if old_logps else "")
     workdir, out, log = root / tag, root / f"{tag}.json", root / f"{tag}.log"
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **{k: os.environ.get(k, v) for k, v in CHILD_ENV.items()}}
@@ -377,7 +427,7 @@ def launch(args: argparse.Namespace, arm: str, model_dir: str, root: Path, size:
     t0 = time.perf_counter()
     try:
         with open(log, "w") as fh:
-            proc = subprocess.run(_child_args(args, arm, model_dir, workdir, out, size, prompts_per_step, old_logps),
+            proc = subprocess.run(_child_args(args, arm, model_dir, workdir, out, size, prompts_per_step, old_logps, extra),
                                   stdout=fh, stderr=subprocess.STDOUT, env=env, timeout=args.arm_timeout)
     except subprocess.TimeoutExpired:
         return None, f"timed out after {args.arm_timeout} s"
@@ -428,6 +478,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_arm(args)
     for key, value in CHILD_ENV.items():
         os.environ.setdefault(key, value)
+    if args.workload == "hybrid":
+        from rl.bench_hybrid import run_hybrid
+
+        return run_hybrid(args)
     root = Path(tempfile.mkdtemp(prefix="rl_bench_"))
     load = {"start": os.getloadavg()}
     model_dir, num_params = build_model(args.size, args.seed, root)

@@ -211,6 +211,38 @@ def summarise_steps(step_ends: list[float], records: list[dict[str, float]], sam
     }
 
 
+def async_records(step_logs: list[dict[str, Any]], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-step records of an asynchronous arm for `summarise_steps`: what the trainer itself spent
+    outside its own step, i.e. its wait for the batch (`rollout`) and the weight snapshot (`sync`);
+    reward time is inside the wait. What the engine side did meanwhile (overlapped with training)
+    is kept under `engine_*`: its rollout, reward and push seconds and its idle time. `step_logs`:
+    the trainer's per-step logs (`async/*`, `time/*`); `records`: the sampled batches in step order
+    (completion `tokens`)."""
+    out = []
+    for log, rec in zip(step_logs, records, strict=False):
+        out.append({"rollout": float(log["async/trainer_idle_s"]), "reward": 0.0, "sync": float(log["async/snapshot_s"]),
+                    "tokens": rec.get("tokens", 0), "ids": rec.get("ids"), "modes": rec.get("modes", []),
+                    "engine_rollout": float(log.get("time/rollout_s", 0.0)),
+                    "engine_reward": float(log.get("time/reward_s", 0.0)),
+                    "engine_push": float(log.get("async/push_s", 0.0)),
+                    "engine_idle": float(log.get("async/engine_idle_s", 0.0)),
+                    "staleness": float(log.get("async/staleness/max", 0.0))})
+    return out
+
+
+def overlapped_means(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Means over the timed steps of the engine side of an asynchronous arm (`async_records`)."""
+    keys = ("engine_rollout", "engine_reward", "engine_push", "engine_idle", "staleness")
+    return {k: statistics.fmean(float(r.get(k, 0.0)) for r in records) for k in keys} if records else {}
+
+
+def reward_curve(start: float, step_ends: list[float], step_logs: list[dict[str, Any]]) -> list[dict[str, float]]:
+    """Mean training reward of every optimizer step against the wall-clock seconds since training
+    began (warm-up step included): the reward-vs-time curve of one arm."""
+    return [{"step": i + 1, "seconds": end - start, "reward": float(log["reward"])}
+            for i, (end, log) in enumerate(zip(step_ends, step_logs, strict=False))]
+
+
 def colocate_entry(result: dict[str, Any] | None, error: str | None = None) -> dict[str, Any]:
     """The JSON value of `trl_vllm_colocate`: its numbers when it ran, else the first error line."""
     if result is not None and result.get("ran", True) and "samples_per_s" in result:

@@ -34,6 +34,8 @@ optimizer step) and changes three things:
   trains, weights pushed as snapshots at step boundaries; each completion carries its staleness
   (`staleness` in the batch), the parity monitor looks only at fresh (staleness 0) rows, and the
   sampler-gap metrics become the importance-sampling ratio against the behaviour policy.
+- with `length_buckets` > 1 the loss runs on length buckets of the batch, each trimmed to its own
+  widths (`rl.length_buckets`): fast rows no longer pay for the deep rows' padding.
 Rewards are computed once, by the sampler (which sees the raw text with think tags; TRL's decoded
 completions drop special tokens), and reach TRL through the `precomputed_reward` function.
 """
@@ -205,7 +207,7 @@ def banned_logit_bias(model: Any, token_ids: list[int]) -> Iterator[None]:
 class HybridGRPOTrainer(GRPOTrainer):
     def __init__(self, *args: Any, sampler: GroupSampler, pool: Any, anchor: Any = None, parity_bound: float = 1e-4,
                  banned_token_ids: list[int] | None = None, old_logps: str = "sampler", max_staleness: int = 0,
-                 **kwargs: Any):
+                 length_buckets: int = 1, bucket_overhead: float = 0.0, **kwargs: Any):
         if old_logps not in OLD_LOGPS:
             raise ValueError(f"old_logps must be one of {OLD_LOGPS}, got {old_logps!r}")
         self.old_logps = old_logps
@@ -221,6 +223,8 @@ class HybridGRPOTrainer(GRPOTrainer):
         self.last_groups: list[Group] = []
         self._alignment_checked = False
         self.max_staleness = max_staleness  # 0 = synchronous; else grpo.async.max_staleness
+        self.length_buckets = length_buckets  # grpo.length_buckets (rl.length_buckets); 1 = one batch
+        self.bucket_overhead = bucket_overhead  # grpo.bucket_overhead_tokens
         self.pipeline: Any = None  # rl.async_rollouts.RolloutPipeline, built at the first training batch
         super().__init__(*args, rollout_func=self._rollout, **kwargs)
         # Route TRL's vLLM-only paths (weight-sync hook, importance-sampling correction and its
@@ -378,7 +382,35 @@ class HybridGRPOTrainer(GRPOTrainer):
         return (logps, torch.cat(entropies, dim=0) if compute_entropy else None,
                 torch.stack(aux).mean() if compute_aux_loss else None)
 
+    def _buckets(self, inputs: Any) -> list[list[int]] | None:
+        """Row buckets of the length-bucketed loss, or None for one batch (`rl.length_buckets`)."""
+        if self.length_buckets < 2 or self.loss_type != "dapo" or self.top_entropy_quantile < 1.0:
+            return None
+        from rl.length_buckets import last_filled, plan_buckets
+
+        buckets = plan_buckets(last_filled(inputs["prompt_mask"].flip(1)).tolist(),
+                               last_filled(inputs["completion_mask"]).tolist(), self.length_buckets,
+                               self.bucket_overhead)
+        return buckets if len(buckets) > 1 else None
+
     def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+        buckets = self._buckets(inputs) if model.training and not return_outputs else None
+        if buckets is None:
+            loss = self._policy_loss(model, inputs, return_outputs, num_items_in_batch)
+        else:  # exact for dapo: every bucket divides by the whole batch's token count
+            from rl.length_buckets import take_rows
+
+            loss = sum(self._policy_loss(model, take_rows(inputs, rows), False, num_items_in_batch) for rows in buckets)
+            self._metrics["train"]["length_buckets"].append(float(len(buckets)))
+        if self.anchor is None or not model.training:
+            return loss
+        nll = self.anchor.loss(model, self.state.global_step)  # after the GRPO forward: not a policy forward
+        self._metrics["train"]["sft_anchor/nll"].append(float(nll.detach()))
+        return add_anchor(loss, nll, self.anchor.coef)
+
+    def _policy_loss(self, model: Any, inputs: Any, return_outputs: bool, num_items_in_batch: Any) -> Any:
+        """TRL's GRPO loss of `inputs`, with the media of its rows and, under sampler old
+        log-probs, the unscored tokens filled and the gap logged from the same forward."""
         self._active_media = inputs.get("media")
         sampler_old = self.old_logps == "sampler" and model.training and "sampling_per_token_logps" in inputs
         self._pending_old = inputs.get("old_per_token_logps") if sampler_old else None
@@ -387,11 +419,7 @@ class HybridGRPOTrainer(GRPOTrainer):
         self._pending_old = None
         if sampler_old and self._train_logps is not None:
             self._log_sampler_gap(inputs)
-        if self.anchor is None or not model.training:
-            return loss
-        nll = self.anchor.loss(model, self.state.global_step)  # after the GRPO forward: not a policy forward
-        self._metrics["train"]["sft_anchor/nll"].append(float(nll.detach()))
-        return add_anchor(loss, nll, self.anchor.coef)
+        return loss
 
     def _log_sampler_gap(self, inputs: Any) -> None:
         """Under sampler old log-probs: the trainer-vs-sampler metrics and the parity monitor, from

@@ -148,7 +148,7 @@ def test_fill_unscored_and_sampler_gap_stats():
     assert old[0, 1] == ours[0, 1] and torch.equal(old[1], sampled[1])  # only the unscored token, ratio 1 there
 
 
-def _one_step(model_dir, processor, train, tmp_path, old_logps):
+def _one_step(model_dir, processor, train, tmp_path, old_logps, length_buckets=1):
     """One SGD GRPO step of a fresh copy of the tiny model on the same sampled groups; returns
     (parameter change, no-grad policy forwards, the step's log, the groups). Fresh, not a deep copy
     of the module's shared model: a trainer has replaced that model's `forward` with TRL's fused-LM-
@@ -159,11 +159,12 @@ def _one_step(model_dir, processor, train, tmp_path, old_logps):
     before = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
     cfg = GRPOStageConfig(steps=1, prompts_per_step=2, num_generations=4, learning_rate=1e-2, save_steps=0,
                           old_logps=old_logps)
-    args = grpo_args(cfg, str(tmp_path / old_logps), 16, 1.0, 0)
+    args = grpo_args(cfg, str(tmp_path / f"{old_logps}_b{length_buckets}"), 16, 1.0, 0)
     args.report_to, args.optim = [], "sgd"  # SGD: the update is the gradient, comparable across runs
     trainer = HybridGRPOTrainer(model=policy, reward_funcs=[precomputed_reward], args=args, train_dataset=train,
                                 processing_class=processor, sampler=_sampler(engine, processor, train, n=4), pool=engine,
-                                old_logps=old_logps, banned_token_ids=[t for (t,) in engine.banned])
+                                old_logps=old_logps, banned_token_ids=[t for (t,) in engine.banned],
+                                length_buckets=length_buckets)
     forwards = {"no_grad": 0, "grad": 0}
     inner = trainer._get_per_token_logps_and_entropies
 
@@ -232,3 +233,18 @@ def test_hf_engine_samples_correctly_from_a_model_a_trainer_holds(setup, tiny_mo
         logits[:, [t for (t,) in engine.banned]] = float("-inf")
         lp = logits.float().log_softmax(-1)[len(rollout.prompt_ids) - 1 : -1].gather(-1, ids[0, len(rollout.prompt_ids):, None])
         assert torch.allclose(lp.squeeze(-1), torch.tensor(c.logprobs), atol=1e-4), (lp.squeeze(-1), c.logprobs)
+
+
+def test_length_buckets_give_the_same_update_with_less_padding(setup, tiny_model_dir, tmp_path):
+    """grpo.length_buckets: the loss over length buckets (each trimmed to its own widths) gives the
+    same SGD update as the one padded batch (dapo normalises by the whole batch's tokens), on the
+    same mixed deep/fast groups."""
+    _, processor, train, _ = setup
+    d_one, _, log_one, g_one = _one_step(tiny_model_dir, processor, train, tmp_path, "sampler")
+    d_bkt, f_bkt, log_bkt, g_bkt = _one_step(tiny_model_dir, processor, train, tmp_path, "sampler", length_buckets=4)
+    samples = lambda groups: [(g.mode, [c.completion_ids for c in g.rollout.completions]) for g in groups]  # noqa: E731
+    assert samples(g_one) == samples(g_bkt) and {g.mode for g in g_one} == {"deep", "fast"}
+    assert log_bkt["length_buckets"] > 1 and f_bkt["grad"] == log_bkt["length_buckets"]  # one forward per bucket
+    norm = max(float(d.abs().max()) for d in d_one.values())
+    worst = max(float((d_bkt[n] - d_one[n]).abs().max()) for n in d_one)
+    assert norm > 0 and worst <= 1e-4 * norm, (worst, norm)

@@ -81,6 +81,13 @@ class GRPOStageConfig:
     # importance-sampling correction between them and the sampler's (needed when several
     # optimizer steps share one generation: `trl.steps_per_generation`, `trl.num_iterations`).
     old_logps: str = "sampler"
+    # Length-bucketed loss (`rl.length_buckets`): the batch's rows sorted by length and cut into at
+    # most this many buckets, each trimmed to its own prompt and completion widths, so fast answers
+    # do not pay for the padding to deep ones; exact for TRL's dapo loss (others: one bucket). A
+    # bucket costs one more forward call: `bucket_overhead_tokens` is that cost in padded tokens,
+    # which keeps the cut from making buckets that save less than they cost. 1 = off.
+    length_buckets: int = 1
+    bucket_overhead_tokens: float = 512.0
     # Overlap of rollouts and training (`grpo.async`); off by default.
     async_: AsyncConfig = field(default_factory=AsyncConfig, metadata={"key": "async"})
     trl: dict[str, Any] = field(default_factory=dict)  # extra trl.GRPOConfig fields
@@ -96,6 +103,10 @@ class GRPOStageConfig:
             raise FieldError("sft_coef", f"must be a number >= 0 (0 = no SFT anchor), got {self.sft_coef}")
         if self.sft_batch_size < 1:
             raise FieldError("sft_batch_size", f"must be at least 1, got {self.sft_batch_size}")
+        if self.length_buckets < 1:
+            raise FieldError("length_buckets", f"must be at least 1 (1 = one batch), got {self.length_buckets}")
+        if self.bucket_overhead_tokens < 0:
+            raise FieldError("bucket_overhead_tokens", f"must be >= 0, got {self.bucket_overhead_tokens}")
         if self.old_logps not in OLD_LOGPS:
             raise FieldError("old_logps", f"must be one of {list(OLD_LOGPS)}, got {self.old_logps!r}")
         one_step = one_step_per_generation(self.trl.get("num_iterations", 1), self.trl.get("steps_per_generation"),
@@ -179,6 +190,8 @@ class GRPOSetup:
     anchor: Any = None  # rl.sft_anchor.SFTAnchor when grpo.sft_coef > 0
     old_logps: str = "sampler"  # grpo.old_logps
     max_staleness: int = 0  # grpo.async.max_staleness when grpo.async.enabled, else 0 (synchronous)
+    length_buckets: int = 1  # grpo.length_buckets
+    bucket_overhead: float = 0.0  # grpo.bucket_overhead_tokens
 
 
 def prepare(ctx: RunContext) -> GRPOSetup:
@@ -206,7 +219,8 @@ def prepare(ctx: RunContext) -> GRPOSetup:
     sampler = GroupSampler(ctx.engine, suite, scheduler, cfg.rewards.std_filter, _cycle_rows(train, cfg.seed + 1),
                            gcfg.num_generations, sampling)
     return GRPOSetup(model, processor, train, suite, sampler, make_anchor(ctx, processor), gcfg.old_logps,
-                     gcfg.async_.max_staleness if gcfg.async_.enabled else 0)
+                     gcfg.async_.max_staleness if gcfg.async_.enabled else 0, gcfg.length_buckets,
+                     gcfg.bucket_overhead_tokens)
 
 
 def make_anchor(ctx: RunContext, processor: Any) -> Any:
@@ -252,6 +266,8 @@ def make_trainer(setup: GRPOSetup, args: Any, engine: Any, callbacks: list[Any] 
         banned_token_ids=banned,
         old_logps=setup.old_logps,
         max_staleness=setup.max_staleness,
+        length_buckets=setup.length_buckets,
+        bucket_overhead=setup.bucket_overhead,
         callbacks=callbacks,
     )
 

@@ -1,0 +1,39 @@
+"""Length buckets of a GRPO batch (`rl.length_buckets`): the cut, the trimming, the error-free
+edge cases."""
+
+from __future__ import annotations
+
+import torch
+
+from rl.length_buckets import last_filled, plan_buckets, take_rows
+
+
+def test_plan_separates_short_and_long_rows_and_respects_the_limit():
+    prompts = [10] * 8
+    comps = [3, 90, 2, 88, 4, 95, 3, 91]  # fast and deep rows interleaved
+    buckets = plan_buckets(prompts, comps, max_buckets=2)
+    assert sorted(map(sorted, buckets)) == [[0, 2, 4, 6], [1, 3, 5, 7]]
+    assert len(plan_buckets(prompts, comps, max_buckets=1)) == 1
+    assert sorted(i for b in plan_buckets(prompts, comps, 8) for i in b) == list(range(8))  # every row once
+
+
+def test_plan_keeps_one_bucket_when_the_overhead_outweighs_the_saving():
+    prompts, comps = [10] * 4, [5, 6, 7, 8]
+    assert len(plan_buckets(prompts, comps, max_buckets=4, overhead=100.0)) == 1
+    assert len(plan_buckets(prompts, comps, max_buckets=4, overhead=0.0)) >= 2
+    assert plan_buckets([], [], 3) == []
+
+
+def test_take_rows_trims_prompt_left_and_completion_right():
+    prompt_mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1]])
+    completion_mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    inputs = {"prompt_ids": torch.arange(12).view(3, 4), "prompt_mask": prompt_mask,
+              "completion_ids": torch.arange(15).view(3, 5), "completion_mask": completion_mask,
+              "old_per_token_logps": torch.zeros(3, 5), "advantages": torch.tensor([1.0, 2.0, 3.0]),
+              "media": ["a", "b", "c"], "num_items_in_batch": torch.tensor(8.0)}
+    out = take_rows(inputs, [0, 2])
+    assert out["prompt_ids"].tolist() == [[2, 3], [10, 11]]  # left padding dropped down to the longest prompt
+    assert out["completion_ids"].tolist() == [[0, 1], [10, 11]]  # right padding dropped
+    assert out["old_per_token_logps"].shape == (2, 2) and out["advantages"].tolist() == [1.0, 3.0]
+    assert out["media"] == ["a", "c"] and float(out["num_items_in_batch"]) == 8.0  # batch-wide count kept
+    assert last_filled(completion_mask).tolist() == [2, 5, 1]
