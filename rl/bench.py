@@ -116,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--arm-out", help=argparse.SUPPRESS)
     parser.add_argument("--model-dir", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
-    parser.add_argument("--length-buckets", type=int, default=1,
-                        help="ours: grpo.length_buckets (the loss on length buckets of the batch, no compute on padding)")
+    parser.add_argument("--length-buckets", type=int, default=4,
+                        help="ours: grpo.length_buckets (the pipeline's default 4: the loss on length buckets of the "
+                             "batch, no compute on padding; 1 = one padded batch as TRL)")
     parser.add_argument("--max-staleness", type=int, default=0, help=argparse.SUPPRESS)  # ours: 0 = sync
     parser.add_argument("--trl-mode", choices=["deep", "fast"], default="deep", help=argparse.SUPPRESS)
     return parser
