@@ -74,6 +74,12 @@ class GridSpec:
     baseline_columns: dict[str, str] = field(default_factory=dict)  # columns of the setup row
     curves: list[str] = field(default_factory=list)  # GRPO log keys plotted vs cumulative sampled tokens
     curve_window: int = 10  # rolling-mean window (steps) of the curves
+    curve_x: str = "tokens"  # x axis of the curves: cumulative sampled "tokens" or training "seconds"
+    # Time to reach: with `reach_reference` ("axis=value"), every cell gets `reach_s`, the training
+    # seconds its rolling mean of `reach_metric` (curve_window steps) takes to first reach the final
+    # rolling value of the reference cell of the same seed (None: never), and `final_<metric>`.
+    reach_reference: str = ""
+    reach_metric: str = "reward"
     timeout_s: int = 3600  # per run
 
     def validate(self) -> None:
@@ -92,6 +98,12 @@ class GridSpec:
             raise FieldError("seeds", "needs at least one seed")
         if not self.columns:
             raise FieldError("columns", "name at least one result column")
+        if self.curve_x not in ("tokens", "seconds"):
+            raise FieldError("curve_x", f"must be tokens or seconds, got {self.curve_x!r}")
+        if self.reach_reference:
+            axis, _, value = self.reach_reference.partition("=")
+            if value not in self.axes.get(axis, {}):
+                raise FieldError("reach_reference", f"{self.reach_reference!r} is not axis=value of this grid's axes")
 
 
 @dataclass
@@ -430,6 +442,8 @@ def result_rows(grid: GridSpec, cells: list[Cell], outcomes: list[Outcome]) -> l
             row["status"] = status.get(cell.name, "missing")
             row.update({col: None for col in grid.columns})
         rows.append(row)
+    if grid.reach_reference:
+        add_reach(grid, cells, rows)
     if len(grid.seeds) > 1:
         by_setting: dict[tuple, list[dict[str, Any]]] = {}
         for row, cell in zip(rows[-len(cells):], cells, strict=True):
@@ -438,12 +452,39 @@ def result_rows(grid: GridSpec, cells: list[Cell], outcomes: list[Outcome]) -> l
             done = f"{sum(r['status'] != 'failed' for r in group)}/{len(group)}"
             mean = {"cell": "mean of seeds", **dict(setting), "seed": "all", "status": done}
             spread = {"cell": "std [min, max] of seeds", **dict(setting), "seed": "all", "status": done}
-            for col in grid.columns:
-                vals = [r[col] for r in group if isinstance(r[col], (int, float)) and not isinstance(r[col], bool)]
+            for col in reach_columns(grid) + list(grid.columns):
+                vals = [r.get(col) for r in group]
+                vals = [v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)]
                 mean[col] = sum(vals) / len(vals) if vals else None
                 spread[col] = _spread_text(vals)
             rows += [mean, spread]
     return rows
+
+
+def reach_columns(grid: GridSpec) -> list[str]:
+    """The columns `add_reach` fills (none without `reach_reference`)."""
+    return [f"final_{grid.reach_metric}", "reach_s"] if grid.reach_reference else []
+
+
+def time_to_reach(xs: list[float], ys: list[float], target: float) -> float | None:
+    """The first x at which the curve reaches `target` (None: never)."""
+    return next((x for x, y in zip(xs, ys, strict=True) if y >= target), None)
+
+
+def add_reach(grid: GridSpec, cells: list[Cell], rows: list[dict[str, Any]]) -> None:
+    """`reach_s` and `final_<metric>` of every cell row (see `GridSpec.reach_reference`)."""
+    axis, _, value = grid.reach_reference.partition("=")
+    metric = grid.reach_metric
+    runs = {c.name: json.loads(c.result_path.read_text()) for c in cells if c.result_path.exists()}
+    curves = {name: curve(m, metric, grid.curve_window, "seconds") for name, m in runs.items()}
+    refs = {c.seed: curves.get(c.name) for c in cells if c.settings.get(axis) == value}
+    by_name = {r["cell"]: r for r in rows}
+    for c in cells:
+        row, xs_ys, ref = by_name.get(c.name), curves.get(c.name), refs.get(c.seed)
+        if row is None:
+            continue
+        row[f"final_{metric}"] = xs_ys[1][-1] if xs_ys and xs_ys[1] else None
+        row["reach_s"] = time_to_reach(*xs_ys, ref[1][-1]) if xs_ys and ref and ref[1] else None
 
 
 def _spread_text(vals: list[float]) -> str | None:
@@ -510,14 +551,18 @@ def plot_results(rows: list[dict[str, Any]], columns: list[str], path: Path) -> 
     return path
 
 
-def curve(metrics: dict[str, Any], key: str, window: int) -> tuple[list[float], list[float]]:
-    """(cumulative tokens sampled, rolling mean of `key`) over a run's GRPO log; steps without
-    `key` (e.g. no deep prompt that step) add their tokens but no point."""
+def curve(metrics: dict[str, Any], key: str, window: int, x: str = "tokens") -> tuple[list[float], list[float]]:
+    """(cumulative tokens sampled, or training seconds with `x="seconds"` (TRL's `step_time`),
+    rolling mean of `key`) over a run's GRPO log; steps without `key` (e.g. no deep prompt that
+    step) add their tokens or seconds but no point."""
     xs, ys, vals, total = [], [], [], 0.0
     for rec in (metrics.get("grpo") or {}).get("log") or []:
         if "tokens/deep" not in rec and "tokens/fast" not in rec:
             continue
-        total += float(rec.get("tokens/deep", 0.0)) + float(rec.get("tokens/fast", 0.0))
+        if x == "seconds":
+            total += float(rec.get("step_time", 0.0))
+        else:
+            total += float(rec.get("tokens/deep", 0.0)) + float(rec.get("tokens/fast", 0.0))
         if key in rec and float(rec.get(key.split("/")[0] + "/count", 1)) > 0:
             vals.append(float(rec[key]))
             xs.append(total)
@@ -537,10 +582,11 @@ def plot_curves(grid: GridSpec, cells: list[Cell], path: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(grid.curves), figsize=(5.5 * len(grid.curves), 3.8), squeeze=False)
     for ax, key in zip(axes.flat, grid.curves, strict=True):
         for name, metrics in runs:
-            xs, ys = curve(metrics, key, grid.curve_window)
+            xs, ys = curve(metrics, key, grid.curve_window, grid.curve_x)
             if xs:
                 ax.plot(xs, ys, label=name)
-        ax.set_xlabel("generated tokens (cumulative)")
+        ax.set_xlabel("training seconds (cumulative step time)" if grid.curve_x == "seconds"
+                      else "generated tokens (cumulative)")
         ax.set_title(f"{key} (rolling mean of {grid.curve_window} steps)", fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -551,7 +597,7 @@ def plot_curves(grid: GridSpec, cells: list[Cell], path: Path) -> Path | None:
 
 def write_results(grid: GridSpec, cells: list[Cell], outcomes: list[Outcome]) -> Path:
     rows = result_rows(grid, cells, outcomes)
-    columns = ["cell", *grid.axes, "seed", "status", *grid.columns]
+    columns = ["cell", *grid.axes, "seed", "status", *grid.columns, *reach_columns(grid)]
     columns += [c for c in grid.baseline_columns if c not in columns]
     folder = Path(grid.output_dir).resolve()
     _, md = write_table(rows, columns, folder)

@@ -337,3 +337,28 @@ def test_submitted_grid_runs_every_cell_as_a_ray_job_writes_the_table_and_a_reru
     again = subprocess.run([sys.executable, "-m", "rl.ablate", "--grid", str(grid)], cwd=ROOT, env=env,
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count("result exists") == 3
+
+
+def test_curve_over_seconds_and_time_to_reach_the_reference_cells_final_value(tmp_path):
+    """curve_x=seconds accumulates TRL's step_time; reach_s is when a cell's rolling reward first
+    reaches the final rolling reward of the reference cell of the same seed."""
+    from rl.ablate import curve, result_rows, time_to_reach
+
+    log = [{"tokens/deep": 1, "step_time": 2.0, "reward": 0.1}, {"tokens/deep": 1, "step_time": 3.0, "reward": 0.3}]
+    assert curve({"grpo": {"log": log}}, "reward", window=1, x="seconds") == ([2.0, 5.0], [0.1, 0.3])
+    assert time_to_reach([1.0, 2.0, 3.0], [0.1, 0.5, 0.9], 0.5) == 2.0
+    assert time_to_reach([1.0], [0.1], 0.5) is None
+    body = (GRID.replace("seeds: [0, 1]", "seeds: [0]").replace("  lr:\n    low: [grpo.learning_rate=1e-5]\n"
+                                                              "    high: [grpo.learning_rate=1e-4]\n    mid: []\n", "")
+            + "curve_window: 1\nreach_reference: schedule=deep\n")
+    grid = load_grid(_grid_file(tmp_path, body))
+    cells = {c.settings["schedule"]: c for c in expand(grid)}
+    for name, times, rewards in (("deep", [4.0, 4.0], [0.2, 0.4]), ("fast", [1.0, 1.0, 1.0], [0.1, 0.4, 0.5])):
+        (cells[name].out / "report").mkdir(parents=True, exist_ok=True)
+        steps = [{"tokens/deep": 1, "step_time": t, "reward": r} for t, r in zip(times, rewards, strict=True)]
+        (cells[name].out / "report" / "metrics.json").write_text(json.dumps({"grpo": {"log": steps}}))
+    rows = {r["cell"]: r for r in result_rows(grid, list(cells.values()), [])}
+    assert rows[cells["deep"].name]["reach_s"] == 8.0 and rows[cells["deep"].name]["final_reward"] == 0.4
+    assert rows[cells["fast"].name]["reach_s"] == 2.0  # reached the reference's 0.4 at its second step
+    with pytest.raises(ConfigError, match="reach_reference"):
+        load_grid(_grid_file(tmp_path, GRID + "reach_reference: schedule=nope\n", "bad.yaml"))
