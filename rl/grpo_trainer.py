@@ -260,8 +260,9 @@ class HybridGRPOTrainer(GRPOTrainer):
             for key, value in batch.metrics().items():
                 self._metrics["train"][key].append(value)
             return batch.groups, batch.stats, batch.staleness
-        if self.pipeline is not None:
-            self.pipeline.drain()  # the engines are ours again (evaluation outside training steps)
+        if self.pipeline is not None:  # TRL evaluation between training steps (our stages never run one)
+            raise RuntimeError("grpo.async: TRL evaluation during training would push weights behind the rollout "
+                               "pipeline; evaluate after training (the stage does) or set grpo.async.enabled=false")
         if self.model.training and self.state.global_step != self._last_loaded_step:
             self.vllm_generation.sync_weights()
             self._last_loaded_step = self.state.global_step

@@ -71,9 +71,14 @@ def test_ray_job_submit_runs_the_smoke_job(tmp_path):
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.vllm
-def test_killed_run_resumes_from_last_complete_checkpoint(tmp_path):
+@pytest.mark.parametrize("loop", ["sync", "async"])
+def test_killed_run_resumes_from_last_complete_checkpoint(tmp_path, loop):
+    """SIGKILL mid-GRPO, then the same command: resumes from the last complete checkpoint without
+    repeating a step. Async: the batches in flight at the kill are sampled again on resume, and
+    no trained batch is older than max_staleness before or after."""
     args = [PY, "-m", "rl.train", "--config", SMOKE, f"output_dir={tmp_path}", "stages=[warmup,grpo]",
-            "grpo.steps=4", "grpo.save_steps=1", "ray.trainer_in_actor=false"]
+            "grpo.steps=4", "grpo.save_steps=1", "ray.trainer_in_actor=false",
+            *(["grpo.async.enabled=true"] if loop == "async" else [])]
     proc = subprocess.Popen(args, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     ckpt = tmp_path / "grpo" / "checkpoint-2" / "COMPLETE"
@@ -93,6 +98,10 @@ def test_killed_run_resumes_from_last_complete_checkpoint(tmp_path):
     assert resumed and int(resumed.rsplit("-", 1)[1]) >= 2
     steps = [r["step"] for r in metrics["grpo"]["log"] if "loss" in r]
     assert steps == sorted(set(steps)) and steps[-1] == 4  # no step logged twice
+    if loop == "async":
+        stale = {r["step"]: r["async/staleness/max"] for r in metrics["grpo"]["log"] if "loss" in r}
+        assert max(stale.values()) <= 1 and stale[1] == 0
+        assert stale[int(resumed.rsplit("-", 1)[1]) + 1] == 0  # resumed: the first batch is sampled anew, fresh
 
 
 @pytest.mark.slow
