@@ -268,3 +268,49 @@ def test_main_orchestrates_arms_and_sweep_without_engines(monkeypatch, tmp_path,
     other = res["ours_other_old_logps"]
     assert other["old_logps"] == "trainer" and other["same_prompts"] is True
     assert other["ours_speedup_over_it"] == pytest.approx(1.25) and other["speedup_vs_trl"] == pytest.approx(1.6)
+
+
+def test_hybrid_result_ratios_and_acceptance():
+    from rl.bench_hybrid import hybrid_result, trl_hybrid_rate
+
+    arms = {"ours_sync_t2e2": {"samples_per_s": 50.0, "peak_rss_mb": 3000.0},
+            "ours_async_t1e1": {"samples_per_s": 80.0, "peak_rss_mb": 3100.0},
+            "ours_async_t2e2": {"ran": False, "error": "boom"},
+            "trl_deep": {"samples_per_s": 40.0, "peak_rss_mb": 1500.0},
+            "trl_fast": {"samples_per_s": 120.0, "peak_rss_mb": 1100.0}}
+    res = hybrid_result({"workload": "hybrid"}, arms)
+    assert trl_hybrid_rate(40.0, 120.0) == pytest.approx(60.0) and trl_hybrid_rate(None, 1.0) is None
+    assert res["best_ours"] == "ours_async_t1e1" and res["best_sync"] == "ours_sync_t2e2"
+    assert res["speedup_async_vs_sync"] == pytest.approx(1.6)
+    assert res["speedup_best_ours_vs_trl_mixed"] == pytest.approx(2.0)
+    assert res["speedup_best_ours_vs_trl_split_bound"] == pytest.approx(80 / 60)
+    assert res["acceptance"] == {"ours_vs_trl_mixed_batch_at_least_1.5x": True,
+                                 "ours_vs_trl_split_bound_at_least_1.5x": False,
+                                 "async_vs_sync_at_least_1.25x": True}
+    assert res["arms"]["ours_async_t2e2"] == {"ran": False, "error": "boom"}  # a failed arm is reported, not dropped
+
+
+def test_async_records_charge_the_trainer_only_for_its_wait_and_snapshot():
+    logs = [{"async/trainer_idle_s": 0.1, "async/snapshot_s": 0.01, "time/rollout_s": 0.7, "time/reward_s": 0.02,
+             "async/push_s": 0.03, "async/engine_idle_s": 0.2, "async/staleness/max": 1.0}]
+    recs = stats.async_records(logs, [{"tokens": 100, "ids": ["a"], "modes": ["deep"]}])
+    assert recs[0]["rollout"] == 0.1 and recs[0]["sync"] == 0.01 and recs[0]["reward"] == 0.0
+    assert recs[0]["engine_rollout"] == 0.7 and recs[0]["tokens"] == 100 and recs[0]["modes"] == ["deep"]
+    assert stats.overlapped_means(recs)["engine_idle"] == 0.2
+    curve = stats.reward_curve(10.0, [12.0, 15.0], [{"reward": 0.1}, {"reward": 0.3}])
+    assert curve == [{"step": 1, "seconds": 2.0, "reward": 0.1}, {"step": 2, "seconds": 5.0, "reward": 0.3}]
+
+
+def test_hybrid_config_is_the_demos_grpo_with_the_arm_settings(tmp_path):
+    from rl.bench_hybrid import hybrid_config, parse_placement
+
+    args = bench.parse_args(["--json", "x.json", "--workload", "hybrid", "--steps", "2"])
+    args.model_dir, args.max_staleness, args.prompts_per_step = "/some/policy", 1, 8
+    cfg = hybrid_config(args, str(tmp_path))
+    assert cfg.grpo.async_.enabled and cfg.grpo.async_.max_staleness == 1
+    assert cfg.grpo.sft_coef == 0 and not cfg.rewards.std_filter.enabled and cfg.grpo.steps == 3
+    assert cfg.rollout.schedule.kind == "fixed" and cfg.rollout.max_tokens == {"deep": 96, "fast": 16}
+    assert cfg.grpo.length_buckets == 4 and cfg.policy.name_or_path == "/some/policy"
+    assert parse_placement("2:1") == (2, 1)
+    with pytest.raises(SystemExit, match="TRAINER:ENGINE"):
+        parse_placement("two")
