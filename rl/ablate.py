@@ -75,11 +75,14 @@ class GridSpec:
     curves: list[str] = field(default_factory=list)  # GRPO log keys plotted vs cumulative sampled tokens
     curve_window: int = 10  # rolling-mean window (steps) of the curves
     curve_x: str = "tokens"  # x axis of the curves: cumulative sampled "tokens" or training "seconds"
-    # Time to reach: with `reach_reference` ("axis=value"), every cell gets `reach_s`, the training
-    # seconds its rolling mean of `reach_metric` (curve_window steps) takes to first reach the final
-    # rolling value of the reference cell of the same seed (None: never), and `final_<metric>`.
-    reach_reference: str = ""
+    # A reference cell ("axis=value"): every cell is compared with the reference cell of its seed.
+    # `reach_s`: the training seconds its rolling mean of `reach_metric` (curve_window steps) takes
+    # to first reach the reference's final rolling value (None: never), with `final_<metric>`;
+    # `vs_ref_deep` / `vs_ref_mean` (+ `_lo`, `_hi`): its held-out accuracy after `reference_stage`
+    # minus the reference's, paired over the same questions, with a 95% bootstrap interval.
+    reference: str = ""
     reach_metric: str = "reward"
+    reference_stage: str = "grpo"
     timeout_s: int = 3600  # per run
 
     def validate(self) -> None:
@@ -100,10 +103,10 @@ class GridSpec:
             raise FieldError("columns", "name at least one result column")
         if self.curve_x not in ("tokens", "seconds"):
             raise FieldError("curve_x", f"must be tokens or seconds, got {self.curve_x!r}")
-        if self.reach_reference:
-            axis, _, value = self.reach_reference.partition("=")
+        if self.reference:
+            axis, _, value = self.reference.partition("=")
             if value not in self.axes.get(axis, {}):
-                raise FieldError("reach_reference", f"{self.reach_reference!r} is not axis=value of this grid's axes")
+                raise FieldError("reference", f"{self.reference!r} is not axis=value of this grid's axes")
 
 
 @dataclass
@@ -442,8 +445,8 @@ def result_rows(grid: GridSpec, cells: list[Cell], outcomes: list[Outcome]) -> l
             row["status"] = status.get(cell.name, "missing")
             row.update({col: None for col in grid.columns})
         rows.append(row)
-    if grid.reach_reference:
-        add_reach(grid, cells, rows)
+    if grid.reference:
+        add_reference(grid, cells, rows)
     if len(grid.seeds) > 1:
         by_setting: dict[tuple, list[dict[str, Any]]] = {}
         for row, cell in zip(rows[-len(cells):], cells, strict=True):
@@ -462,8 +465,23 @@ def result_rows(grid: GridSpec, cells: list[Cell], outcomes: list[Outcome]) -> l
 
 
 def reach_columns(grid: GridSpec) -> list[str]:
-    """The columns `add_reach` fills (none without `reach_reference`)."""
-    return [f"final_{grid.reach_metric}", "reach_s"] if grid.reach_reference else []
+    """The columns `add_reference` fills (none without `reference`)."""
+    if not grid.reference:
+        return []
+    paired = [f"vs_ref_{m}{s}" for m in ("deep", "mean") for s in ("", "_lo", "_hi")]
+    return [f"final_{_slug_metric(grid.reach_metric)}", "reach_s", *paired]
+
+
+def _slug_metric(metric: str) -> str:
+    return metric.replace("/", "_")
+
+
+def mode_scores(metrics: dict[str, Any], stage: str) -> dict[str, dict[str, float]]:
+    """Per-question held-out scores of a run after `stage`: deep, fast and their mean per question."""
+    scores = ((metrics.get(stage) or {}).get("eval") or {}).get("scores") or {}
+    deep, fast = scores.get("deep") or {}, scores.get("fast") or {}
+    both = sorted(set(deep) & set(fast))
+    return {"deep": deep, "fast": fast, "mean": {q: (deep[q] + fast[q]) / 2 for q in both}}
 
 
 def time_to_reach(xs: list[float], ys: list[float], target: float) -> float | None:
@@ -471,20 +489,30 @@ def time_to_reach(xs: list[float], ys: list[float], target: float) -> float | No
     return next((x for x, y in zip(xs, ys, strict=True) if y >= target), None)
 
 
-def add_reach(grid: GridSpec, cells: list[Cell], rows: list[dict[str, Any]]) -> None:
-    """`reach_s` and `final_<metric>` of every cell row (see `GridSpec.reach_reference`)."""
-    axis, _, value = grid.reach_reference.partition("=")
+def add_reference(grid: GridSpec, cells: list[Cell], rows: list[dict[str, Any]]) -> None:
+    """The reference comparison columns of every cell row (see `GridSpec.reference`)."""
+    from rl.stats import paired_delta
+
+    axis, _, value = grid.reference.partition("=")
     metric = grid.reach_metric
     runs = {c.name: json.loads(c.result_path.read_text()) for c in cells if c.result_path.exists()}
     curves = {name: curve(m, metric, grid.curve_window, "seconds") for name, m in runs.items()}
-    refs = {c.seed: curves.get(c.name) for c in cells if c.settings.get(axis) == value}
+    refs = {c.seed: c.name for c in cells if c.settings.get(axis) == value}
     by_name = {r["cell"]: r for r in rows}
     for c in cells:
-        row, xs_ys, ref = by_name.get(c.name), curves.get(c.name), refs.get(c.seed)
+        row, xs_ys = by_name.get(c.name), curves.get(c.name)
+        ref_name = refs.get(c.seed)
+        ref = curves.get(ref_name)
         if row is None:
             continue
-        row[f"final_{metric}"] = xs_ys[1][-1] if xs_ys and xs_ys[1] else None
+        row[f"final_{_slug_metric(metric)}"] = xs_ys[1][-1] if xs_ys and xs_ys[1] else None
         row["reach_s"] = time_to_reach(*xs_ys, ref[1][-1]) if xs_ys and ref and ref[1] else None
+        if c.name in runs and ref_name in runs:
+            mine, theirs = mode_scores(runs[c.name], grid.reference_stage), mode_scores(runs[ref_name], grid.reference_stage)
+            for mode in ("deep", "mean"):
+                if mine[mode] and theirs[mode]:
+                    d = paired_delta(theirs[mode], mine[mode])
+                    row.update({f"vs_ref_{mode}": d.delta, f"vs_ref_{mode}_lo": d.lo, f"vs_ref_{mode}_hi": d.hi})
 
 
 def _spread_text(vals: list[float]) -> str | None:
@@ -563,11 +591,22 @@ def curve(metrics: dict[str, Any], key: str, window: int, x: str = "tokens") -> 
             total += float(rec.get("step_time", 0.0))
         else:
             total += float(rec.get("tokens/deep", 0.0)) + float(rec.get("tokens/fast", 0.0))
-        if key in rec and float(rec.get(key.split("/")[0] + "/count", 1)) > 0:
-            vals.append(float(rec[key]))
+        value = sampled_all(rec, key) if key.startswith("sampled/all/") else rec.get(key)
+        if value is not None and float(rec.get(key.split("/")[0] + "/count", 1)) > 0:
+            vals.append(float(value))
             xs.append(total)
             ys.append(sum(vals[-window:]) / len(vals[-window:]))
     return xs, ys
+
+
+def sampled_all(rec: dict[str, Any], key: str) -> float | None:
+    """`sampled/all/<name>`: the per-mode `sampled/<mode>/<name>` of a step (every group sampled,
+    before the std filter) averaged with the modes' sample counts as weights."""
+    name = key.rsplit("/", 1)[1]
+    parts = [(float(rec[f"sampled/{m}/{name}"]), float(rec.get(f"sampled/{m}/count", 0.0)))
+             for m in ("deep", "fast") if f"sampled/{m}/{name}" in rec]
+    total = sum(n for _, n in parts)
+    return sum(v * n for v, n in parts) / total if total > 0 else None
 
 
 def plot_curves(grid: GridSpec, cells: list[Cell], path: Path) -> Path | None:

@@ -350,15 +350,25 @@ def test_curve_over_seconds_and_time_to_reach_the_reference_cells_final_value(tm
     assert time_to_reach([1.0], [0.1], 0.5) is None
     body = (GRID.replace("seeds: [0, 1]", "seeds: [0]").replace("  lr:\n    low: [grpo.learning_rate=1e-5]\n"
                                                               "    high: [grpo.learning_rate=1e-4]\n    mid: []\n", "")
-            + "curve_window: 1\nreach_reference: schedule=deep\n")
+            + "curve_window: 1\nreference: schedule=deep\n")
     grid = load_grid(_grid_file(tmp_path, body))
     cells = {c.settings["schedule"]: c for c in expand(grid)}
+    right = {"deep": [1.0] * 6 + [0.0] * 4, "fast": [1.0] * 10}  # per question, 10 questions
     for name, times, rewards in (("deep", [4.0, 4.0], [0.2, 0.4]), ("fast", [1.0, 1.0, 1.0], [0.1, 0.4, 0.5])):
         (cells[name].out / "report").mkdir(parents=True, exist_ok=True)
         steps = [{"tokens/deep": 1, "step_time": t, "reward": r} for t, r in zip(times, rewards, strict=True)]
-        (cells[name].out / "report" / "metrics.json").write_text(json.dumps({"grpo": {"log": steps}}))
+        scores = {m: {f"q{i}": v for i, v in enumerate(right[name] if m == "deep" else [0.0] * 10)}
+                  for m in ("deep", "fast")}
+        (cells[name].out / "report" / "metrics.json").write_text(json.dumps({"grpo": {"log": steps, "eval": {"scores": scores}}}))
     rows = {r["cell"]: r for r in result_rows(grid, list(cells.values()), [])}
     assert rows[cells["deep"].name]["reach_s"] == 8.0 and rows[cells["deep"].name]["final_reward"] == 0.4
     assert rows[cells["fast"].name]["reach_s"] == 2.0  # reached the reference's 0.4 at its second step
-    with pytest.raises(ConfigError, match="reach_reference"):
-        load_grid(_grid_file(tmp_path, GRID + "reach_reference: schedule=nope\n", "bad.yaml"))
+    fast = rows[cells["fast"].name]
+    assert fast["vs_ref_deep"] == pytest.approx(0.4) and fast["vs_ref_mean"] == pytest.approx(0.2)  # paired deltas
+    assert fast["vs_ref_deep_lo"] <= 0.4 <= fast["vs_ref_deep_hi"] and rows[cells["deep"].name]["vs_ref_deep"] == 0.0
+
+    rec = {"sampled/deep/accuracy": 0.5, "sampled/deep/count": 30, "sampled/fast/accuracy": 0.2, "sampled/fast/count": 10}
+    from rl.ablate import sampled_all
+    assert sampled_all(rec, "sampled/all/accuracy") == pytest.approx(0.425) and sampled_all({}, "sampled/all/accuracy") is None
+    with pytest.raises(ConfigError, match="reference"):
+        load_grid(_grid_file(tmp_path, GRID + "reference: schedule=nope\n", "bad.yaml"))
