@@ -496,7 +496,7 @@ def add_reference(grid: GridSpec, cells: list[Cell], rows: list[dict[str, Any]])
     axis, _, value = grid.reference.partition("=")
     metric = grid.reach_metric
     runs = {c.name: json.loads(c.result_path.read_text()) for c in cells if c.result_path.exists()}
-    curves = {name: curve(m, metric, grid.curve_window, "seconds") for name, m in runs.items()}
+    curves = {name: curve(m, metric, grid.curve_window, "seconds", full_window=True) for name, m in runs.items()}
     refs = {c.seed: c.name for c in cells if c.settings.get(axis) == value}
     by_name = {r["cell"]: r for r in rows}
     for c in cells:
@@ -579,10 +579,12 @@ def plot_results(rows: list[dict[str, Any]], columns: list[str], path: Path) -> 
     return path
 
 
-def curve(metrics: dict[str, Any], key: str, window: int, x: str = "tokens") -> tuple[list[float], list[float]]:
+def curve(metrics: dict[str, Any], key: str, window: int, x: str = "tokens",
+          full_window: bool = False) -> tuple[list[float], list[float]]:
     """(cumulative tokens sampled, or training seconds with `x="seconds"` (TRL's `step_time`),
     rolling mean of `key`) over a run's GRPO log; steps without `key` (e.g. no deep prompt that
-    step) add their tokens or seconds but no point."""
+    step) add their tokens or seconds but no point. `full_window`: points only once `window`
+    values are in the mean (no early means of one or two noisy steps)."""
     xs, ys, vals, total = [], [], [], 0.0
     for rec in (metrics.get("grpo") or {}).get("log") or []:
         if "tokens/deep" not in rec and "tokens/fast" not in rec:
@@ -594,6 +596,8 @@ def curve(metrics: dict[str, Any], key: str, window: int, x: str = "tokens") -> 
         value = sampled_all(rec, key) if key.startswith("sampled/all/") else rec.get(key)
         if value is not None and float(rec.get(key.split("/")[0] + "/count", 1)) > 0:
             vals.append(float(value))
+            if full_window and len(vals) < window:
+                continue
             xs.append(total)
             ys.append(sum(vals[-window:]) / len(vals[-window:]))
     return xs, ys

@@ -20,7 +20,9 @@ the push and snapshot seconds.
 
 Prompts: in async mode the rows come from the sampler's shuffled stream of training rows (the one
 its refills use), not from TRL's dataloader, whose rows for step t + k do not exist yet at step t;
-TRL's batch only paces the steps. Resume: batches in flight are not checkpointed. `drain()` waits
+TRL's batch only paces the steps. `max_staleness` 0 runs this same path without overlap (each
+batch sampled after the push of the current weights): a diagnostic that separates the pipeline's
+own effects (prompt stream, snapshots, worker thread) from those of staleness. Resume: batches in flight are not checkpointed. `drain()` waits
 for them before a checkpoint records the sampler's state (filter EMA, schedule, reward state), so
 that state is consistent, and a resumed run samples them again from the restored state.
 """
@@ -72,8 +74,8 @@ class RolloutPipeline:
     def __init__(self, sample: Callable[[list[Any]], tuple[list[Any], Any]], next_rows: Callable[[], list[Any]],
                  push: Callable[[Any], Any], max_staleness: int, engine_version: int,
                  version_of: Callable[[Any], int] = lambda g: g.rollout.version):
-        if max_staleness < 1:
-            raise ValueError(f"max_staleness must be at least 1, got {max_staleness}")
+        if max_staleness < 0:
+            raise ValueError(f"max_staleness must be >= 0, got {max_staleness}")
         self._sample, self._next_rows, self._push = sample, next_rows, push
         self.max_staleness = max_staleness
         self.version_of = version_of

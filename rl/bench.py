@@ -253,10 +253,10 @@ def run_ours(args: argparse.Namespace, monitor: RssMonitor) -> dict[str, Any]:
         syncs = trainer.vllm_generation.history  # one per step (TRL's weight-sync hook, or the async pushes)
         records = [{**s, "sync": syncs[i].seconds if i < len(syncs) else 0.0} for i, s in enumerate(samples)]
         step_logs = [h for h in trainer.state.log_history if "reward" in h and "train_runtime" not in h]
-        if setup.max_staleness:
+        if setup.max_staleness is not None:
             records = async_records(step_logs, records)
         out = summarise_steps(clock.ends, records, args.prompts_per_step * args.num_generations, cpu_at_ends=clock.cpu)
-        if setup.max_staleness:
+        if setup.max_staleness is not None:
             out["overlapped"] = overlapped_means(records[WARMUP_STEPS:len(clock.ends)])
             out["max_staleness"] = setup.max_staleness
         out.update(prompt_ids=[r["ids"] for r in records[WARMUP_STEPS:len(clock.ends)]],

@@ -29,7 +29,7 @@ optimizer step) and changes three things:
   just synced and warns when one exceeds the bound of the sampler's dtype
   (`policies.families.PARITY_BOUNDS`): the stale-weight alarm, which also shows known model
   differences (Qwen-VL video positions in vLLM vs transformers) by kind.
-- with `max_staleness` > 0 (`grpo.async`), batches come from `rl.async_rollouts.RolloutPipeline`:
+- with `max_staleness` set (`grpo.async`), batches come from `rl.async_rollouts.RolloutPipeline`:
   sampled on a worker thread from weights at most that many optimizer steps old while the trainer
   trains, weights pushed as snapshots at step boundaries; each completion carries its staleness
   (`staleness` in the batch), the parity monitor looks only at fresh (staleness 0) rows, and the
@@ -206,7 +206,7 @@ def banned_logit_bias(model: Any, token_ids: list[int]) -> Iterator[None]:
 
 class HybridGRPOTrainer(GRPOTrainer):
     def __init__(self, *args: Any, sampler: GroupSampler, pool: Any, anchor: Any = None, parity_bound: float = 1e-4,
-                 banned_token_ids: list[int] | None = None, old_logps: str = "sampler", max_staleness: int = 0,
+                 banned_token_ids: list[int] | None = None, old_logps: str = "sampler", max_staleness: int | None = None,
                  length_buckets: int = 1, bucket_overhead: float = 0.0, **kwargs: Any):
         if old_logps not in OLD_LOGPS:
             raise ValueError(f"old_logps must be one of {OLD_LOGPS}, got {old_logps!r}")
@@ -222,7 +222,7 @@ class HybridGRPOTrainer(GRPOTrainer):
         self._active_media: list[tuple[list[Any], list[Any]]] | None = None  # per row of the next forward
         self.last_groups: list[Group] = []
         self._alignment_checked = False
-        self.max_staleness = max_staleness  # 0 = synchronous; else grpo.async.max_staleness
+        self.max_staleness = max_staleness  # None = synchronous; else grpo.async.max_staleness
         self.length_buckets = length_buckets  # grpo.length_buckets (rl.length_buckets); 1 = one batch
         self.bucket_overhead = bucket_overhead  # grpo.bucket_overhead_tokens
         self.pipeline: Any = None  # rl.async_rollouts.RolloutPipeline, built at the first training batch
@@ -235,7 +235,7 @@ class HybridGRPOTrainer(GRPOTrainer):
         self._last_loaded_step = -1
         one_step = one_step_per_generation(self.num_iterations, self.args.steps_per_generation,
                                            self.args.gradient_accumulation_steps)
-        if max_staleness and not one_step:
+        if max_staleness is not None and not one_step:
             raise ValueError(ASYNC_ONE_STEP_NEEDED)
         if old_logps == "sampler":
             if not one_step:
@@ -252,7 +252,7 @@ class HybridGRPOTrainer(GRPOTrainer):
     def _sample_groups(self, rows: list[dict[str, Any]]) -> tuple[list[Group], Any, list[int]]:
         """The groups to train on now, their sampling stats and each group's staleness (optimizer
         steps between the weights it was sampled with and the trainer's)."""
-        if self.max_staleness and self.model.training:
+        if self.max_staleness is not None and self.model.training:
             # TRL's own weight-sync hook (in its generation path) must not push the live weights
             # behind the pipeline's back: pushes are the pipeline's, as snapshots, on its worker.
             self._last_loaded_step = self.state.global_step

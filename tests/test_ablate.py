@@ -348,6 +348,7 @@ def test_curve_over_seconds_and_time_to_reach_the_reference_cells_final_value(tm
     assert curve({"grpo": {"log": log}}, "reward", window=1, x="seconds") == ([2.0, 5.0], [0.1, 0.3])
     assert time_to_reach([1.0, 2.0, 3.0], [0.1, 0.5, 0.9], 0.5) == 2.0
     assert time_to_reach([1.0], [0.1], 0.5) is None
+    assert curve({"grpo": {"log": log}}, "reward", window=2, x="seconds", full_window=True) == ([5.0], [pytest.approx(0.2)])
     body = (GRID.replace("seeds: [0, 1]", "seeds: [0]").replace("  lr:\n    low: [grpo.learning_rate=1e-5]\n"
                                                               "    high: [grpo.learning_rate=1e-4]\n    mid: []\n", "")
             + "curve_window: 1\nreference: schedule=deep\n")

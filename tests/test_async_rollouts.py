@@ -56,7 +56,7 @@ def _pipeline(engine: SlowFakeEngine, k: int, rows_per_batch: int = 2):
     return pipeline
 
 
-@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("k", [0, 1, 2])
 def test_no_trained_batch_is_older_than_the_bound_and_log_probs_match_its_version(k):
     engine = SlowFakeEngine()
     pipeline = _pipeline(engine, k)
@@ -144,7 +144,7 @@ def test_async_config_is_checked():
     assert cfg.grpo.async_.enabled and cfg.grpo.async_.max_staleness == 2
     assert to_dict(cfg)["grpo"]["async"] == {"enabled": True, "max_staleness": 2}  # written back under its key
     with pytest.raises(ConfigError, match="grpo.async.max_staleness"):
-        from_dict(TrainConfig, {"grpo": {"async": {"enabled": True, "max_staleness": 0}}})
+        from_dict(TrainConfig, {"grpo": {"async": {"enabled": True, "max_staleness": -1}}})
     with pytest.raises(ConfigError, match="grpo.async.enabled"):
         from_dict(TrainConfig, {"grpo": {"async": {"enabled": True}, "old_logps": "trainer",
                                          "trl": {"num_iterations": 2}}})

@@ -49,12 +49,14 @@ class AsyncConfig:
     every batch). Off: generation and training take turns, every batch on the current weights."""
 
     enabled: bool = False
-    max_staleness: int = 1  # batches sampled ahead of the trainer (1 = one-step-off)
+    # Batches sampled ahead of the trainer (1 = one-step-off). 0 runs the asynchronous code path
+    # without overlap, every batch on the current weights: a diagnostic, not a speed-up.
+    max_staleness: int = 1
 
     def validate(self) -> None:
-        if self.max_staleness < 1:
-            raise FieldError("max_staleness", f"must be at least 1 (0 is the synchronous loop: enabled=false), "
-                                              f"got {self.max_staleness}")
+        if self.max_staleness < 0:
+            raise FieldError("max_staleness", f"must be >= 0 (1 = one-step-off; 0 = the async path without "
+                                              f"overlap, a diagnostic), got {self.max_staleness}")
 
 
 @dataclass
@@ -195,7 +197,7 @@ class GRPOSetup:
     sampler: Any
     anchor: Any = None  # rl.sft_anchor.SFTAnchor when grpo.sft_coef > 0
     old_logps: str = "sampler"  # grpo.old_logps
-    max_staleness: int = 0  # grpo.async.max_staleness when grpo.async.enabled, else 0 (synchronous)
+    max_staleness: int | None = None  # grpo.async.max_staleness when grpo.async.enabled; None = synchronous
     length_buckets: int = 1  # grpo.length_buckets
     bucket_overhead: float = 0.0  # grpo.bucket_overhead_tokens
 
@@ -225,7 +227,7 @@ def prepare(ctx: RunContext) -> GRPOSetup:
     sampler = GroupSampler(ctx.engine, suite, scheduler, cfg.rewards.std_filter, _cycle_rows(train, cfg.seed + 1),
                            gcfg.num_generations, sampling)
     return GRPOSetup(model, processor, train, suite, sampler, make_anchor(ctx, processor), gcfg.old_logps,
-                     gcfg.async_.max_staleness if gcfg.async_.enabled else 0, gcfg.length_buckets,
+                     gcfg.async_.max_staleness if gcfg.async_.enabled else None, gcfg.length_buckets,
                      gcfg.bucket_overhead_tokens)
 
 
