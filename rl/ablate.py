@@ -83,6 +83,7 @@ class GridSpec:
     reference: str = ""
     reach_metric: str = "reward"
     reference_stage: str = "grpo"
+    reach_levels: list[float] = field(default_factory=list)  # also `reach_<level>_s`: seconds to fixed levels
     timeout_s: int = 3600  # per run
 
     def validate(self) -> None:
@@ -469,7 +470,8 @@ def reach_columns(grid: GridSpec) -> list[str]:
     if not grid.reference:
         return []
     paired = [f"vs_ref_{m}{s}" for m in ("deep", "mean") for s in ("", "_lo", "_hi")]
-    return [f"final_{_slug_metric(grid.reach_metric)}", "reach_s", *paired]
+    levels = [f"reach_{level:g}_s" for level in grid.reach_levels]
+    return [f"final_{_slug_metric(grid.reach_metric)}", "reach_s", *levels, *paired]
 
 
 def _slug_metric(metric: str) -> str:
@@ -507,6 +509,8 @@ def add_reference(grid: GridSpec, cells: list[Cell], rows: list[dict[str, Any]])
             continue
         row[f"final_{_slug_metric(metric)}"] = xs_ys[1][-1] if xs_ys and xs_ys[1] else None
         row["reach_s"] = time_to_reach(*xs_ys, ref[1][-1]) if xs_ys and ref and ref[1] else None
+        for level in grid.reach_levels:
+            row[f"reach_{level:g}_s"] = time_to_reach(*xs_ys, level) if xs_ys else None
         if c.name in runs and ref_name in runs:
             mine, theirs = mode_scores(runs[c.name], grid.reference_stage), mode_scores(runs[ref_name], grid.reference_stage)
             for mode in ("deep", "mean"):

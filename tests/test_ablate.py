@@ -351,7 +351,7 @@ def test_curve_over_seconds_and_time_to_reach_the_reference_cells_final_value(tm
     assert curve({"grpo": {"log": log}}, "reward", window=2, x="seconds", full_window=True) == ([5.0], [pytest.approx(0.2)])
     body = (GRID.replace("seeds: [0, 1]", "seeds: [0]").replace("  lr:\n    low: [grpo.learning_rate=1e-5]\n"
                                                               "    high: [grpo.learning_rate=1e-4]\n    mid: []\n", "")
-            + "curve_window: 1\nreference: schedule=deep\n")
+            + "curve_window: 1\nreference: schedule=deep\nreach_levels: [0.45]\n")
     grid = load_grid(_grid_file(tmp_path, body))
     cells = {c.settings["schedule"]: c for c in expand(grid)}
     right = {"deep": [1.0] * 6 + [0.0] * 4, "fast": [1.0] * 10}  # per question, 10 questions
@@ -364,6 +364,7 @@ def test_curve_over_seconds_and_time_to_reach_the_reference_cells_final_value(tm
     rows = {r["cell"]: r for r in result_rows(grid, list(cells.values()), [])}
     assert rows[cells["deep"].name]["reach_s"] == 8.0 and rows[cells["deep"].name]["final_reward"] == 0.4
     assert rows[cells["fast"].name]["reach_s"] == 2.0  # reached the reference's 0.4 at its second step
+    assert rows[cells["fast"].name]["reach_0.45_s"] == 3.0 and rows[cells["deep"].name]["reach_0.45_s"] is None
     fast = rows[cells["fast"].name]
     assert fast["vs_ref_deep"] == pytest.approx(0.4) and fast["vs_ref_mean"] == pytest.approx(0.2)  # paired deltas
     assert fast["vs_ref_deep_lo"] <= 0.4 <= fast["vs_ref_deep_hi"] and rows[cells["deep"].name]["vs_ref_deep"] == 0.0
