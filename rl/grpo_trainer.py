@@ -207,7 +207,7 @@ def banned_logit_bias(model: Any, token_ids: list[int]) -> Iterator[None]:
 class HybridGRPOTrainer(GRPOTrainer):
     def __init__(self, *args: Any, sampler: GroupSampler, pool: Any, anchor: Any = None, parity_bound: float = 1e-4,
                  banned_token_ids: list[int] | None = None, old_logps: str = "sampler", max_staleness: int | None = None,
-                 length_buckets: int = 1, bucket_overhead: float = 0.0, **kwargs: Any):
+                 length_buckets: int = 1, bucket_overhead: float = 0.0, prompt_stream: bool = False, **kwargs: Any):
         if old_logps not in OLD_LOGPS:
             raise ValueError(f"old_logps must be one of {OLD_LOGPS}, got {old_logps!r}")
         self.old_logps = old_logps
@@ -225,6 +225,7 @@ class HybridGRPOTrainer(GRPOTrainer):
         self.max_staleness = max_staleness  # None = synchronous; else grpo.async.max_staleness
         self.length_buckets = length_buckets  # grpo.length_buckets (rl.length_buckets); 1 = one batch
         self.bucket_overhead = bucket_overhead  # grpo.bucket_overhead_tokens
+        self.prompt_stream = prompt_stream  # grpo.prompt_stream: sync rows from the sampler's stream
         self.pipeline: Any = None  # rl.async_rollouts.RolloutPipeline, built at the first training batch
         super().__init__(*args, rollout_func=self._rollout, **kwargs)
         # Route TRL's vLLM-only paths (weight-sync hook, importance-sampling correction and its
@@ -266,6 +267,8 @@ class HybridGRPOTrainer(GRPOTrainer):
         if self.model.training and self.state.global_step != self._last_loaded_step:
             self.vllm_generation.sync_weights()
             self._last_loaded_step = self.state.global_step
+        if self.prompt_stream and self.model.training:
+            rows = [next(self.sampler.fresh_rows) for _ in rows]
         groups, stats = self.sampler.sample(rows)
         return groups, stats, [0] * len(groups)
 

@@ -248,3 +248,26 @@ def test_length_buckets_give_the_same_update_with_less_padding(setup, tiny_model
     norm = max(float(d.abs().max()) for d in d_one.values())
     worst = max(float((d_bkt[n] - d_one[n]).abs().max()) for n in d_one)
     assert norm > 0 and worst <= 1e-4 * norm, (worst, norm)
+
+
+def test_prompt_stream_takes_the_rows_from_the_samplers_stream(setup, tmp_path):
+    """grpo.prompt_stream: the synchronous loop trains on the sampler's stream of rows (as the
+    asynchronous loop does), not on the rows of TRL's dataloader."""
+    model, processor, train, engine = setup
+    cfg = GRPOStageConfig(steps=1, prompts_per_step=2, num_generations=2, learning_rate=1e-3, save_steps=0)
+    args = grpo_args(cfg, str(tmp_path), 16, 1.0, 0)
+    args.report_to = []
+    stream = [train[i] for i in (7, 3)] + [train[i] for i in range(len(train))]
+
+    def run(prompt_stream):
+        trainer = HybridGRPOTrainer(model=model, reward_funcs=[precomputed_reward], args=args, train_dataset=train,
+                                    processing_class=processor, pool=engine, prompt_stream=prompt_stream,
+                                    sampler=GroupSampler(engine, RewardSuite.from_config(
+                                        RewardConfig(rewards=[RewardSpec("accuracy", 1.0)]), tokenizer=processor.tokenizer),
+                                        ModeScheduler(ScheduleConfig(kind="fixed")), StdFilterConfig(enabled=False),
+                                        iter(list(stream)), 2, SamplingSettings()))
+        trainer.train()
+        return [g.row["id"] for g in trainer.last_groups]
+
+    assert run(True) == [train[7]["id"], train[3]["id"]]
+    assert run(False) != [train[7]["id"], train[3]["id"]]  # TRL's seeded dataloader draws other rows

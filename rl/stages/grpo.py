@@ -92,6 +92,11 @@ class GRPOStageConfig:
     # buckets, 0.75 s with 4, 1.14 s with one padded batch.
     length_buckets: int = 4
     bucket_overhead_tokens: float = 512.0
+    # Where each step's prompt rows come from in the synchronous loop: TRL's dataloader (false) or
+    # the sampler's own shuffled stream of training rows (true), which `grpo.async` always uses
+    # (its rows for step t + k must exist at step t): pairs a sync run with an async one on the
+    # same kind of prompt order.
+    prompt_stream: bool = False
     # Overlap of rollouts and training (`grpo.async`); off by default.
     async_: AsyncConfig = field(default_factory=AsyncConfig, metadata={"key": "async"})
     trl: dict[str, Any] = field(default_factory=dict)  # extra trl.GRPOConfig fields
@@ -199,6 +204,7 @@ class GRPOSetup:
     old_logps: str = "sampler"  # grpo.old_logps
     max_staleness: int | None = None  # grpo.async.max_staleness when grpo.async.enabled; None = synchronous
     length_buckets: int = 1  # grpo.length_buckets
+    prompt_stream: bool = False  # grpo.prompt_stream
     bucket_overhead: float = 0.0  # grpo.bucket_overhead_tokens
 
 
@@ -226,9 +232,10 @@ def prepare(ctx: RunContext) -> GRPOSetup:
     sampling = SamplingSettings(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p)
     sampler = GroupSampler(ctx.engine, suite, scheduler, cfg.rewards.std_filter, _cycle_rows(train, cfg.seed + 1),
                            gcfg.num_generations, sampling)
-    return GRPOSetup(model, processor, train, suite, sampler, make_anchor(ctx, processor), gcfg.old_logps,
-                     gcfg.async_.max_staleness if gcfg.async_.enabled else None, gcfg.length_buckets,
-                     gcfg.bucket_overhead_tokens)
+    return GRPOSetup(model, processor, train, suite, sampler, make_anchor(ctx, processor), old_logps=gcfg.old_logps,
+                     max_staleness=gcfg.async_.max_staleness if gcfg.async_.enabled else None,
+                     length_buckets=gcfg.length_buckets, bucket_overhead=gcfg.bucket_overhead_tokens,
+                     prompt_stream=gcfg.prompt_stream)
 
 
 def make_anchor(ctx: RunContext, processor: Any) -> Any:
@@ -276,6 +283,7 @@ def make_trainer(setup: GRPOSetup, args: Any, engine: Any, callbacks: list[Any] 
         max_staleness=setup.max_staleness,
         length_buckets=setup.length_buckets,
         bucket_overhead=setup.bucket_overhead,
+        prompt_stream=setup.prompt_stream,
         callbacks=callbacks,
     )
 
