@@ -1,7 +1,7 @@
 """TRL glue for hybrid GRPO: GRPOTrainer whose generation is our rollout pool.
 
 `HybridGRPOTrainer` subclasses TRL's `GRPOTrainer` (TRL computes advantages, the loss and the
-optimizer step) and changes three things:
+optimizer step) and changes the following:
 - before generating, it pushes the trainable weights to the rollout actors when the optimizer
   has stepped since the last push (TRL's own `vllm_generation.sync_weights()` hook, pointed at
   the pool), so every rollout comes from the current policy;
@@ -111,6 +111,19 @@ def parity_gaps(old_logps: Any, sampler_logps: Any, mask: Any, kinds: list[str])
     for kind in sorted(set(kinds)):
         out[kind] = float(max(gap[i] for i, k in enumerate(kinds) if k == kind))
     return out
+
+
+def merge_extremes(metrics: dict[str, list[float]], before: dict[str, int]) -> None:
+    """After a step's loss ran in several length buckets, each appended its own value of every
+    metric; TRL's logger would average them, which understates a maximum (`parity/all/max`,
+    `clip_ratio/high_max`, ...). Keys ending in `max` / `min` keep one value per step: the max /
+    min of the buckets' (means stay means)."""
+    for key, values in metrics.items():
+        start = before.get(key, 0)
+        if len(values) - start > 1 and key.endswith(("max", "min")):
+            tail = values[start:]
+            del values[start:]
+            values.append(max(tail) if key.endswith("max") else min(tail))
 
 
 def _engine_version(engine: Any) -> int:
@@ -404,8 +417,11 @@ class HybridGRPOTrainer(GRPOTrainer):
         else:  # exact for dapo: every bucket divides by the whole batch's token count
             from rl.length_buckets import take_rows
 
+            metrics = self._metrics["train"]
+            before = {k: len(v) for k, v in metrics.items()}
             loss = sum(self._policy_loss(model, take_rows(inputs, rows), False, num_items_in_batch) for rows in buckets)
-            self._metrics["train"]["length_buckets"].append(float(len(buckets)))
+            merge_extremes(metrics, before)
+            metrics["length_buckets"].append(float(len(buckets)))
         if self.anchor is None or not model.training:
             return loss
         nll = self.anchor.loss(model, self.state.global_step)  # after the GRPO forward: not a policy forward

@@ -37,3 +37,14 @@ def test_take_rows_trims_prompt_left_and_completion_right():
     assert out["old_per_token_logps"].shape == (2, 2) and out["advantages"].tolist() == [1.0, 3.0]
     assert out["media"] == ["a", "c"] and float(out["num_items_in_batch"]) == 8.0  # batch-wide count kept
     assert last_filled(completion_mask).tolist() == [2, 5, 1]
+
+
+def test_bucket_metrics_keep_the_step_extremes():
+    from rl.grpo_trainer import merge_extremes
+
+    metrics = {"parity/all/max": [0.5, 1e-5, 3e-5], "sampling/importance_sampling_ratio/min": [0.9, 0.8],
+               "entropy": [0.2, 0.4], "old/max": [7.0]}
+    merge_extremes(metrics, {"parity/all/max": 1, "sampling/importance_sampling_ratio/min": 0, "entropy": 0,
+                             "old/max": 1})
+    assert metrics == {"parity/all/max": [0.5, 3e-5], "sampling/importance_sampling_ratio/min": [0.8],
+                       "entropy": [0.2, 0.4], "old/max": [7.0]}
