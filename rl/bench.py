@@ -2,7 +2,11 @@
 
     python -m rl.bench --json runs/bench/rl_small.json [--size tiny|small] [--steps N]
         [--prompts-per-step P] [--num-generations G] [--max-tokens T] [--sweep]
-        [--old-logps sampler|trainer] [--compare-old-logps]
+        [--old-logps sampler|trainer] [--compare-old-logps] [--length-buckets K]
+    python -m rl.bench --workload hybrid --json PATH [--policy DIR] ...   (the recipe's own
+        workload: sync vs async vs TRL deep-only / fast-only, see rl/bench_hybrid.py)
+
+The arms below are the uniform workload's (the default).
 
 Arms, each in its own fresh subprocess (so peak RSS is per arm):
 - `ours`: `HybridGRPOTrainer` + `GroupSampler` + a one-actor `RolloutPool` (in-process vLLM in a Ray
