@@ -7,8 +7,10 @@ The workload is `configs/demo.yaml`'s GRPO stage: its trained warm-up policy (`-
 `rl.ablate` setup's `policy_warmup`; without it the demo's warm-up is trained first), its prompts
 (every short question type of the fresh `rl` scenes), its P x G, its per-mode token caps and its
 fixed 0.5 schedule, so fast answers stop after a few tokens and deep ones after their reasoning.
-Two changes, both for like-for-like speed: no SFT anchor (an extra forward TRL's arm would not
-have) and no std filter (its refills sample extra groups TRL never samples).
+Three changes, all for like-for-like speed: no SFT anchor (an extra forward TRL's arm would not
+have), no std filter (its refills sample extra groups TRL never samples), and the sync arms draw
+their prompts from the sampler's stream (`grpo.prompt_stream`), as the async arms must, so all of
+ours sample the same prompts in the same order (`same_prompts_ours` in the JSON).
 
 Arms, each in a fresh subprocess (`rl.bench`'s child entry; peak RSS per arm):
 - `ours_sync_tTeE`: the synchronous loop, trainer T threads, engine E threads;
@@ -59,6 +61,9 @@ def hybrid_config(args: argparse.Namespace, workdir: str) -> Any:
         "grpo": {"steps": args.steps + WARMUP_STEPS, "prompts_per_step": args.prompts_per_step,
                  "num_generations": args.num_generations, "save_steps": 0, "sft_coef": 0.0, "old_logps": args.old_logps,
                  "length_buckets": args.length_buckets,
+                 # sync arms draw their prompts from the sampler's stream as async must, so every
+                 # arm of ours samples the same prompts in the same order (no std filter, no refills)
+                 "prompt_stream": True,
                  "async": {"enabled": staleness > 0, "max_staleness": max(staleness, 1)},
                  "trl": {"report_to": [], "disable_tqdm": True}},
         "rewards": {"std_filter": {"enabled": False}},
@@ -108,6 +113,8 @@ def hybrid_result(settings: dict[str, Any], arms: dict[str, dict[str, Any]]) -> 
     best = max(ours, key=ours.get) if ours else None
     best_sync = max(sync, key=sync.get) if sync else None
     best_async = max(asyn, key=asyn.get) if asyn else None
+    ids = [arm.get("prompt_ids") for name, arm in arms.items() if name.startswith("ours") and arm.get("prompt_ids")]
+    res["same_prompts_ours"] = bool(ids) and all(i == ids[0] for i in ids)
     bound = trl_hybrid_rate(rate.get("trl_deep"), rate.get("trl_fast"))
     res.update(
         best_ours=best, best_sync=best_sync, best_async=best_async, trl_split_bound_samples_per_s=bound,

@@ -288,6 +288,7 @@ def test_hybrid_result_ratios_and_acceptance():
                                  "ours_vs_trl_split_bound_at_least_1.5x": False,
                                  "async_vs_sync_at_least_1.25x": True}
     assert res["arms"]["ours_async_t2e2"] == {"ran": False, "error": "boom"}  # a failed arm is reported, not dropped
+    assert res["same_prompts_ours"] is False  # no prompt ids recorded
 
 
 def test_async_records_charge_the_trainer_only_for_its_wait_and_snapshot():
@@ -310,7 +311,7 @@ def test_hybrid_config_is_the_demos_grpo_with_the_arm_settings(tmp_path):
     assert cfg.grpo.async_.enabled and cfg.grpo.async_.max_staleness == 1
     assert cfg.grpo.sft_coef == 0 and not cfg.rewards.std_filter.enabled and cfg.grpo.steps == 3
     assert cfg.rollout.schedule.kind == "fixed" and cfg.rollout.max_tokens == {"deep": 96, "fast": 16}
-    assert cfg.grpo.length_buckets == 4 and cfg.policy.name_or_path == "/some/policy"
+    assert cfg.grpo.length_buckets == 4 and cfg.policy.name_or_path == "/some/policy" and cfg.grpo.prompt_stream
     assert parse_placement("2:1") == (2, 1)
     with pytest.raises(SystemExit, match="TRAINER:ENGINE"):
         parse_placement("two")
