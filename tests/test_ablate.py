@@ -254,7 +254,7 @@ def test_table_writer_formats_numbers_and_missing_values(tmp_path):
 
 
 def test_curve_accumulates_tokens_and_smooths_only_steps_with_the_key():
-    from rl.ablate import curve
+    from rl.ablate_curves import curve
 
     log = [{"tokens/deep": 10, "tokens/fast": 2, "deep/accuracy": 0.0, "deep/count": 4},
            {"tokens/deep": 0, "tokens/fast": 5, "deep/count": 0},
@@ -342,7 +342,8 @@ def test_submitted_grid_runs_every_cell_as_a_ray_job_writes_the_table_and_a_reru
 def test_curve_over_seconds_and_time_to_reach_the_reference_cells_final_value(tmp_path):
     """curve_x=seconds accumulates TRL's step_time; reach_s is when a cell's rolling reward first
     reaches the final rolling reward of the reference cell of the same seed."""
-    from rl.ablate import curve, result_rows, time_to_reach
+    from rl.ablate import result_rows
+    from rl.ablate_curves import curve, time_to_reach
 
     log = [{"tokens/deep": 1, "step_time": 2.0, "reward": 0.1}, {"tokens/deep": 1, "step_time": 3.0, "reward": 0.3}]
     assert curve({"grpo": {"log": log}}, "reward", window=1, x="seconds") == ([2.0, 5.0], [0.1, 0.3])
@@ -370,7 +371,7 @@ def test_curve_over_seconds_and_time_to_reach_the_reference_cells_final_value(tm
     assert fast["vs_ref_deep_lo"] <= 0.4 <= fast["vs_ref_deep_hi"] and rows[cells["deep"].name]["vs_ref_deep"] == 0.0
 
     rec = {"sampled/deep/accuracy": 0.5, "sampled/deep/count": 30, "sampled/fast/accuracy": 0.2, "sampled/fast/count": 10}
-    from rl.ablate import sampled_all
+    from rl.ablate_curves import sampled_all
     assert sampled_all(rec, "sampled/all/accuracy") == pytest.approx(0.425) and sampled_all({}, "sampled/all/accuracy") is None
     with pytest.raises(ConfigError, match="reference"):
         load_grid(_grid_file(tmp_path, GRID + "reference: schedule=nope\n", "bad.yaml"))
