@@ -45,7 +45,7 @@ class PipelineStateCallback(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if ckpt.is_dir():
+        if ckpt.is_dir() and state.is_world_process_zero:  # in a trainer group, rank 0 writes
             state_json = json.dumps({**self.get_state(), "provenance": self.provenance}, default=_jsonable)
             (ckpt / STATE_FILE).write_text(state_json)
             (ckpt / MARKER).write_text(f"step {state.global_step}\n")

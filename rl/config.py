@@ -30,8 +30,17 @@ class RayConfig:
     address: str = ""  # "" = start a local cluster (or join RAY_ADDRESS under `ray job submit`)
     num_cpus: int = 0  # 0 = all cores of this machine
     trainer_in_actor: bool = True  # run the stages in a Ray actor (cluster placement of the trainer)
+    # Per trainer process: the stage runner's actor when trainer_workers is 1, each Ray Train
+    # worker when it is larger (the runner then only coordinates and holds no CPU or GPU).
     trainer_num_cpus: float = 1.0
     trainer_num_gpus: float = 0.0
+    # Data-parallel trainer workers (`rl.trainer_group`, Ray Train): 1 = the trainer runs in the
+    # stage runner's process (the default); N > 1 = warm-up, GRPO and DPO train on N workers
+    # (gloo + DDP on CPU, NCCL + FSDP2/ZeRO-3 on GPU through the stages' `trl:` settings). Batch
+    # sizes we name (warmup.batch_size, grpo.prompts_per_step) stay global and are split over the
+    # workers; TRL's per_device_* fields stay per worker.
+    trainer_workers: int = 1
+    trainer_group_timeout_s: float = 1800.0  # torch process-group timeout of the workers
     # torch threads of the trainer (0 = Ray's default, one per `trainer_num_cpus`). On a small
     # node the stages without a rollout pool (warm-up SFT) would otherwise leave cores idle, and
     # the pool's engines sleep (OMP passive wait) while the trainer steps.
@@ -40,6 +49,10 @@ class RayConfig:
     def validate(self) -> None:
         if self.trainer_threads < 0:
             raise FieldError("trainer_threads", f"must be >= 0 (0 = one per trainer CPU), got {self.trainer_threads}")
+        if self.trainer_workers < 1:
+            raise FieldError("trainer_workers", f"must be >= 1 (1 = train in the stage runner), got {self.trainer_workers}")
+        if self.trainer_group_timeout_s <= 0:
+            raise FieldError("trainer_group_timeout_s", f"must be > 0 seconds, got {self.trainer_group_timeout_s}")
 
 
 @dataclass
@@ -65,6 +78,25 @@ class TrainConfig:
                 raise FieldError(f"stages[{i}]", f"unknown stage {stage!r}; known stages: {list(STAGES)}")
         if not self.output_dir:
             raise FieldError("output_dir", "must be a folder path")
+        if self.ray.trainer_workers > 1:
+            check_trainer_workers(self)
+
+
+def check_trainer_workers(cfg: TrainConfig) -> None:
+    """What `ray.trainer_workers > 1` needs of the other sections, named by key."""
+    n = cfg.ray.trainer_workers
+    splits = (("warmup", "warmup.batch_size", cfg.warmup.batch_size),
+              ("grpo", "grpo.prompts_per_step", cfg.grpo.prompts_per_step))
+    for stage, key, value in splits:
+        if stage in cfg.stages and value % n:
+            raise ConfigError(f"{key} is {value}, not a multiple of ray.trainer_workers={n}: it is the global batch, "
+                              f"split evenly over the workers (whole prompt groups per worker for GRPO)")
+    if "grpo" in cfg.stages and cfg.grpo.async_.enabled:
+        raise ConfigError("grpo.async.enabled is not supported with ray.trainer_workers > 1 yet (its rollout thread "
+                          "lives in one trainer process); set grpo.async.enabled=false or ray.trainer_workers=1")
+    if any(s in cfg.stages for s in ("grpo", "rlaifv")) and cfg.rollout.backend != "vllm":
+        raise ConfigError(f"ray.trainer_workers={n} needs rollout.backend: vllm (the workers share the rollout "
+                          f"actors; the in-process '{cfg.rollout.backend}' engine lives in one process)")
 
 
 def load_train_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:

@@ -148,7 +148,16 @@ class PoolWeightSync:
         self.history: list[Any] = []
 
     def sync_weights(self) -> None:
-        stats = self.pool.sync_from_model(self.trainer.model)
+        acc = self.trainer.accelerator
+        if acc.num_processes > 1:  # every rank walks the gathers, rank 0 sends (rollouts.sharded_sync)
+            from rollouts.sharded_sync import push_from_ranks
+
+            stats = push_from_ranks(acc.unwrap_model(self.trainer.model), self.pool, acc.is_main_process,
+                                    acc.wait_for_everyone)
+        else:
+            stats = self.pool.sync_from_model(self.trainer.model)
+        if stats is None:
+            return
         self.history.append(stats)
         self.trainer._metrics["train"]["time/sync_s"].append(stats.seconds)
 
@@ -240,6 +249,7 @@ class HybridGRPOTrainer(GRPOTrainer):
         self.bucket_overhead = bucket_overhead  # grpo.bucket_overhead_tokens
         self.prompt_stream = prompt_stream  # grpo.prompt_stream: sync rows from the sampler's stream
         self.pipeline: Any = None  # rl.async_rollouts.RolloutPipeline, built at the first training batch
+        self.first_batch: dict[str, list[float]] | None = None  # rewards and advantages of the first batch
         super().__init__(*args, rollout_func=self._rollout, **kwargs)
         # Route TRL's vLLM-only paths (weight-sync hook, importance-sampling correction and its
         # sampler-gap metrics) to the pool; "server" keeps TRL away from its colocated engine.
@@ -280,10 +290,34 @@ class HybridGRPOTrainer(GRPOTrainer):
         if self.model.training and self.state.global_step != self._last_loaded_step:
             self.vllm_generation.sync_weights()
             self._last_loaded_step = self.state.global_step
-        if self.prompt_stream and self.model.training:
-            rows = [next(self.sampler.fresh_rows) for _ in rows]
-        groups, stats = self.sampler.sample(rows)
+        stream = self.prompt_stream and self.model.training
+        if self.accelerator.num_processes > 1:
+            groups, stats = self._sample_on_main(rows, stream)
+        else:
+            groups, stats = self.sampler.sample([next(self.sampler.fresh_rows) for _ in rows] if stream else rows)
         return groups, stats, [0] * len(groups)
+
+    def _sample_on_main(self, rows: list[dict[str, Any]], stream: bool) -> tuple[list[Group], Any]:
+        """A trainer group's batch: rank 0 samples the groups of every rank's rows through the pool
+        in one call (whole prompt groups, one mode each, the std filter over the whole batch), every
+        rank receives them and keeps its own contiguous share. TRL then gathers the rewards of all
+        ranks before normalising by group, so the advantages are those of one process."""
+        from accelerate.utils import broadcast_object_list, gather_object
+
+        acc = self.accelerator
+        everyone = gather_object(list(rows))  # rank order
+        box: list[Any] = [None]
+        if acc.is_main_process:
+            if stream:
+                everyone = [next(self.sampler.fresh_rows) for _ in everyone]
+            groups, stats = self.sampler.sample(everyone)
+            if len(groups) != len(everyone):
+                raise RuntimeError(f"the sampler returned {len(groups)} groups for {len(everyone)} prompts")
+            box = [(groups, stats)]
+        broadcast_object_list(box, from_process=0)
+        groups, stats = box[0]
+        k = len(rows)
+        return groups[acc.process_index * k : (acc.process_index + 1) * k], stats
 
     def _rollout_pipeline(self, prompts_per_step: int) -> Any:
         if self.pipeline is None:
@@ -314,6 +348,8 @@ class HybridGRPOTrainer(GRPOTrainer):
                 self.pipeline = None
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
         G = self.num_generations
         rows = [inputs[i] for i in range(0, len(inputs), G)]
         groups, stats, staleness = self._sample_groups(rows)
@@ -329,6 +365,10 @@ class HybridGRPOTrainer(GRPOTrainer):
         final_inputs = [{k: v for k, v in g.row.items() if k not in MEDIA_COLUMNS} for g in groups for _ in range(G)]
         self._active_media = media
         output = super()._generate_and_score_completions(final_inputs)
+        if self.first_batch is None:  # the whole batch (all ranks): compares runs of any group size
+            rewards = self.accelerator.gather(torch.tensor([b.total for g in groups for b in g.breakdowns]))
+            self.first_batch = {"rewards": rewards.tolist(), "advantages": self.accelerator.gather(
+                output["advantages"].detach().cpu()).tolist()}
         output["media"] = media
         output["staleness"] = [s for s in staleness for _ in range(G)]
         if self.old_logps == "sampler":
@@ -341,6 +381,27 @@ class HybridGRPOTrainer(GRPOTrainer):
                                  output["completion_mask"], [media_kind(g.row) for g in groups for _ in range(G)],
                                  output["staleness"])
         return output
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.accelerator.num_processes > 1 and self.model.training:
+            self._merge_rank_extremes()
+        super().log(logs, start_time)
+
+    def _merge_rank_extremes(self) -> None:
+        """In a trainer group: `*/max` and `*/min` metrics (the parity monitor, the sampler gap) over
+        every rank's rows, not only rank 0's, before TRL logs rank 0's metrics. Every rank calls
+        this from `log` (one collective per log, whatever keys each rank holds)."""
+        from accelerate.utils import gather_object
+
+        metrics = self._metrics["train"]
+        mine = {k: (max(v) if k.endswith("/max") else min(v)) for k, v in metrics.items()
+                if v and k.endswith(("/max", "/min"))}
+        merged: dict[str, float] = {}
+        for ranks in gather_object([mine]):
+            for k, v in ranks.items():
+                merged[k] = v if k not in merged else (max(merged[k], v) if k.endswith("/max") else min(merged[k], v))
+        for k, v in merged.items():
+            metrics[k] = [v]
 
     def _monitor_parity(self, old: Any, sampled: Any, mask: Any, kinds: list[str], staleness: list[int]) -> None:
         """Log `parity/<kind>/max` (trainer vs sampler on the same weights: the rows of staleness 0)

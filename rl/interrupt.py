@@ -59,7 +59,7 @@ class StopOnRequest(TrainerCallback):
         self.stopped_at: int | None = None
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-        if self.stopped_at is None and stop_requested(self.out):
+        if self.stopped_at is None and _any_rank(stop_requested(self.out)):
             self.stopped_at = state.global_step
             control.should_save = control.should_save or self.save
             control.should_training_stop = True
@@ -71,6 +71,20 @@ class StopOnRequest(TrainerCallback):
             raise RunInterrupted(f"{stage} stopped after step {self.stopped_at} "
                                  f"({stop_file(self.out).read_text().strip()}){saved}; "
                                  "rerun the same command to resume")
+
+
+def _any_rank(flag: bool) -> bool:
+    """`flag` from any rank of a trainer group (all ranks must stop at the same step, or the ones
+    going on wait forever in the next collective); the flag itself in a single process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    import torch
+
+    box = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    dist.all_reduce(box, op=dist.ReduceOp.MAX)
+    return bool(box.item())
 
 
 def install_handlers(out: str | Path) -> None:

@@ -99,7 +99,10 @@ def run(ctx: RunContext) -> dict:
     if cfg.ray.trainer_in_actor:
         import ray
 
-        actor = ray.remote(StageRunner).options(num_cpus=cfg.ray.trainer_num_cpus, num_gpus=cfg.ray.trainer_num_gpus,
+        # With a trainer group the runner only coordinates: the workers hold the trainer's resources.
+        group = cfg.ray.trainer_workers > 1
+        actor = ray.remote(StageRunner).options(num_cpus=0 if group else cfg.ray.trainer_num_cpus,
+                                                num_gpus=0 if group else cfg.ray.trainer_num_gpus,
                                                 runtime_env={"env_vars": {"TRL_EXPERIMENTAL_SILENCE": "1"}})
         runner = actor.remote(to_dict(cfg), ctx.data, ctx.model_path)
         try:
@@ -134,8 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     from rl.interrupt import RunInterrupted, clear_stop, stop_file
 
     clear_stop(ctx.out)  # a stop request of an earlier run is not this run's
+    from rl.trainer_group import TrainerGroupError
+
     try:
         run(ctx)
+    except TrainerGroupError as exc:
+        message = str(getattr(exc, "cause", None) or exc).strip().splitlines()[-1]
+        print(f"error: {message}", file=sys.stderr)
+        return 1
     except RunInterrupted as exc:
         reason = stop_file(ctx.out).read_text().split()[0] if stop_file(ctx.out).exists() else "SIGTERM"
         message = str(getattr(exc, "cause", None) or exc).strip().splitlines()[-1]

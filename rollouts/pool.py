@@ -89,8 +89,9 @@ class RolloutPool:
         ray.get([a.health.remote() for a in self.actors])
         if cfg.sync.transport == "nccl":
             world = 1 + cfg.num_actors * cfg.tensor_parallel_size
-            port = cfg.sync.nccl_port or _free_port()
-            self.transport: Any = NcclTransport(_trainer_address(), port, world, cfg.sync.timeout_s)
+            # Address and port are taken where the first send runs (the sender may be a trainer
+            # group's rank 0 on another node than the one that made the pool).
+            self.transport: Any = NcclTransport("", cfg.sync.nccl_port, world, cfg.sync.timeout_s)
         else:
             self.transport = RayTransport(cfg.sync.bucket_mb, cfg.sync.timeout_s)
 
@@ -189,21 +190,45 @@ class RolloutPool:
             versions = self._push_ray(payload)
         else:
             versions = self.transport.send(self.actors, payload)
-        dt = time.perf_counter() - t0
-        if any(v != payload.version for v in versions):
-            raise PoolError(f"weight sync to v{payload.version} not confirmed: actors report {versions}")
-        self.version = payload.version
-        stats = SyncStats(payload.version, dt, payload.num_bytes, len(payload.names), len(payload.skipped_frozen))
+        return self._confirmed(payload.version, versions, time.perf_counter() - t0, payload.num_bytes,
+                               len(payload.names), len(payload.skipped_frozen))
+
+    def sync_stream(self, version: int, buckets: Any) -> SyncStats:
+        """Push weights that arrive bucket by bucket, (names, tensors, last) (a trainer group's
+        gathered parameters, `rollouts.sharded_sync`), as `version`. Over Ray each bucket enters the
+        object store as it comes; over NCCL each bucket is one transfer round."""
+        t0 = time.perf_counter()
+        if isinstance(self.transport, RayTransport):
+            count, nbytes = self.transport.stage_stream(version, buckets)
+            versions = self._confirm_ray(version)
+        else:
+            count = nbytes = 0
+            for names, tensors, _ in buckets:
+                versions = self.transport.send(self.actors, SyncPayload(version, names, tensors))
+                count += len(names)
+                nbytes += sum(t.numel() * t.element_size() for t in tensors)
+        return self._confirmed(version, versions, time.perf_counter() - t0, nbytes, count, 0)
+
+    def _confirmed(self, version: int, versions: list[int], seconds: float, nbytes: int, count: int,
+                   frozen: int) -> SyncStats:
+        if any(v != version for v in versions):
+            raise PoolError(f"weight sync to v{version} not confirmed: actors report {versions}")
+        self.version = version
+        stats = SyncStats(version, seconds, nbytes, count, frozen)
         self.stats.syncs.append(stats)
         return stats
 
     def _push_ray(self, payload: SyncPayload) -> list[int]:
         """Push through the object store; an actor that dies during the push is restarted by Ray
         and receives the whole payload again (it holds every trainable parameter)."""
+        self.transport.stage(payload)
+        return self._confirm_ray(payload.version)
+
+    def _confirm_ray(self, version: int) -> list[int]:
+        """Have every actor apply the staged buckets; an actor that dies meanwhile is caught up."""
         import ray
         from ray.exceptions import RayActorError
 
-        self.transport.stage(payload)
         calls = [self.transport.catch_up_call(actor) for actor in self.actors]
         versions = []
         for a, call in enumerate(calls):
@@ -211,8 +236,8 @@ class RolloutPool:
                 versions.append(ray.get(call, timeout=self.transport.timeout_s))
             except RayActorError:
                 self.stats.actor_deaths += 1
-                self._catch_up(a, version=payload.version)
-                versions.append(payload.version)
+                self._catch_up(a, version=version)
+                versions.append(version)
         return versions
 
     def health(self) -> list[dict[str, Any]]:

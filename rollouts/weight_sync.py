@@ -137,6 +137,19 @@ class RayTransport:
 
         self.last_refs = [ray.put(b.to_wire()) for b in bucketize(payload, self.bucket_mb)]
 
+    def stage_stream(self, version: int, buckets: Any) -> tuple[int, int]:
+        """Put buckets into the object store as they come: `buckets` yields (names, tensors, last),
+        e.g. a trainer group's gathered buckets (`rollouts.sharded_sync`). Returns (tensors, bytes)."""
+        import ray
+
+        refs, count, nbytes = [], 0, 0
+        for names, tensors, last in buckets:
+            refs.append(ray.put(WeightBucket(version, names, tensors, last=last).to_wire()))
+            count += len(names)
+            nbytes += sum(t.numel() * t.element_size() for t in tensors)
+        self.last_refs = refs
+        return count, nbytes
+
     def send(self, actors: list[Any], payload: SyncPayload) -> list[int]:
         import ray
 
@@ -210,8 +223,12 @@ class NcclTransport:
             NCCLTrainerWeightTransferEngine,
         )
 
+        from rollouts.pool import _free_port, _trainer_address
+
         self._client = ActorSyncClient(actors, self.timeout_s)
         self._source = make_payload_source()
+        self.master_address = self.master_address or _trainer_address()
+        self.master_port = self.master_port or _free_port()
         info = NCCLTrainerInitInfo(self.master_address, self.master_port, self.world_size, rank=0)
         self._engine = NCCLTrainerWeightTransferEngine.trainer_init(info, client=self._client, source=self._source)
 

@@ -148,7 +148,10 @@ def rl_prompts(data: Any, gcfg: GRPOStageConfig) -> Any:
     return rows
 
 
-def grpo_args(cfg: GRPOStageConfig, out_dir: str, max_tokens: int, temperature: float, seed: int):
+def grpo_args(cfg: GRPOStageConfig, out_dir: str, max_tokens: int, temperature: float, seed: int,
+              world_size: int = 1):
+    """TRL's GRPOConfig of the stage; `prompts_per_step` is the global batch, split in whole prompt
+    groups over `world_size` trainer workers."""
     from trl import GRPOConfig
 
     from rl.config import check_trl_kwargs
@@ -157,7 +160,7 @@ def grpo_args(cfg: GRPOStageConfig, out_dir: str, max_tokens: int, temperature: 
     kwargs: dict[str, Any] = dict(
         output_dir=out_dir,
         max_steps=cfg.steps,
-        per_device_train_batch_size=cfg.prompts_per_step * cfg.num_generations,
+        per_device_train_batch_size=cfg.prompts_per_step // world_size * cfg.num_generations,
         gradient_accumulation_steps=1,
         num_generations=cfg.num_generations,
         learning_rate=cfg.learning_rate,
@@ -208,10 +211,11 @@ class GRPOSetup:
     bucket_overhead: float = 0.0  # grpo.bucket_overhead_tokens
 
 
-def prepare(ctx: RunContext) -> GRPOSetup:
+def prepare(ctx: RunContext, worker: Any = None) -> GRPOSetup:
     """Load the policy (vision tower frozen unless configured otherwise), pick the training rows of
     `grpo.tasks`, build the reward suite and the group sampler on `ctx.engine`, and sync the engine
-    to the policy so it holds exactly the weights the trainer starts from."""
+    to the policy so it holds exactly the weights the trainer starts from (from rank 0 in a trainer
+    group, `worker`)."""
     from policies.loading import load_model, load_processor
     from rewards.breakdown import RewardSuite
     from rl.grpo_sampling import GroupSampler
@@ -227,7 +231,7 @@ def prepare(ctx: RunContext) -> GRPOSetup:
         freeze_vision(model)
     train = rl_prompts(ctx.data, gcfg)
     suite = RewardSuite.from_config(cfg.rewards, tokenizer=processor.tokenizer, scorer=ctx.engine)
-    ctx.engine.sync_from_model(model)  # the engine holds exactly the weights the trainer starts from
+    push_weights(ctx.engine, model, worker)  # the engine holds exactly the weights the trainer starts from
     scheduler = ModeScheduler(cfg.rollout.schedule)
     sampling = SamplingSettings(temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p)
     sampler = GroupSampler(ctx.engine, suite, scheduler, cfg.rewards.std_filter, _cycle_rows(train, cfg.seed + 1),
@@ -236,6 +240,16 @@ def prepare(ctx: RunContext) -> GRPOSetup:
                      max_staleness=gcfg.async_.max_staleness if gcfg.async_.enabled else None,
                      length_buckets=gcfg.length_buckets, bucket_overhead=gcfg.bucket_overhead_tokens,
                      prompt_stream=gcfg.prompt_stream)
+
+
+def push_weights(engine: Any, model: Any, worker: Any = None) -> Any:
+    """Sync the engine to `model`: directly in one process; in a trainer group every rank takes part
+    and rank 0 sends (`rollouts.sharded_sync`)."""
+    if worker is None or not worker.distributed:
+        return engine.sync_from_model(model)
+    from rollouts.sharded_sync import push_from_ranks
+
+    return push_from_ranks(model, engine, worker.is_main, worker.barrier)
 
 
 def make_anchor(ctx: RunContext, processor: Any) -> Any:
@@ -289,36 +303,70 @@ def make_trainer(setup: GRPOSetup, args: Any, engine: Any, callbacks: list[Any] 
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
+    """Train (in this process, or on the run's trainer group), save `policy_grpo`, point the
+    context and the engine at it."""
+    from rl.trainer_group import ctx_payload, group_spec, run_group
+
+    spec = group_spec(ctx)
+    if spec is None:
+        return train_and_save(ctx)
+    out = run_group(train_on_worker, (ctx_payload(ctx),), spec, ctx.out, "grpo")
+    ctx.engine.version = out.pop("pool_version")  # rank 0's pushes moved the actors on
+    ctx.model_path = ctx.engine_path = out.pop("policy")
+    return out
+
+
+def train_on_worker(worker: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    """One rank of the GRPO trainer group (`rl.trainer_group.run_group`)."""
+    from rl.trainer_group import worker_ctx
+
+    ctx = worker_ctx(payload)
+    out = train_and_save(ctx, worker)
+    return {**out, "policy": ctx.model_path, "pool_version": ctx.engine.version}
+
+
+def train_and_save(ctx: RunContext, worker: Any = None) -> dict[str, Any]:
+    """The stage's training (resuming from the last complete checkpoint), the final push to the
+    engine and the saved policy; `worker` makes this process one rank of a trainer group."""
     from rl.checkpoints import PipelineStateCallback, latest_complete, load_pipeline_state
     from rl.interrupt import StopOnRequest
+    from rl.trainer_group import check_distributed, group_callbacks
 
     cfg, gcfg = ctx.cfg, ctx.cfg.grpo
-    setup = prepare(ctx)
+    main = worker is None or worker.is_main
+    setup = prepare(ctx, worker)
     model, processor, train = setup.model, setup.processor, setup.train
     suite, sampler = setup.suite, setup.sampler
     out_dir = str(ctx.out / "grpo")
-    args = grpo_args(gcfg, out_dir, max(cfg.rollout.max_tokens.values()), cfg.rollout.temperature, cfg.seed)
+    args = grpo_args(gcfg, out_dir, max(cfg.rollout.max_tokens.values()), cfg.rollout.temperature, cfg.seed,
+                     worker.world_size if worker else 1)
     resume = latest_complete(out_dir)
     if resume is not None:
         sampler.load_state_dict(load_pipeline_state(resume))
         print(f"[grpo] resuming from {resume}", flush=True)
-    elif cfg.rewards.rlpr.precompute and suite.rlpr_rewards():
+    elif cfg.rewards.rlpr.precompute and suite.rlpr_rewards() and main:  # rank 0 computes every reward
         with ctx.timed("grpo/rlpr_precompute"):
             precompute_debias(suite, train, processor)
     stop = StopOnRequest(ctx.out, save=True)  # a stop saves a complete checkpoint to resume from
     # In async mode the state is taken after the batches in flight finished (HybridGRPOTrainer.sampler_state).
     state = PipelineStateCallback(lambda: trainer.sampler_state(), {"config_hash": ctx.config_hash})
-    trainer = make_trainer(setup, args, ctx.engine, [state, stop])
+    checks = group_callbacks(worker)
+    trainer = make_trainer(setup, args, ctx.engine, [state, stop, *checks])
+    check_distributed(trainer, worker.world_size if worker else 1, "GRPO")
     with ctx.timed("grpo/train"):
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     stop.raise_if_stopped("GRPO")
-    ctx.engine.sync_from_model(model)  # the last optimizer step, for evaluation and later stages
+    push_weights(ctx.engine, model, worker)  # the last optimizer step, for evaluation and later stages
     final = ctx.out / "policy_grpo"
-    model.save_pretrained(final)
-    processor.save_pretrained(final)
+    if main:
+        model.save_pretrained(final)
+        processor.save_pretrained(final)
     ctx.model_path = ctx.engine_path = str(final)
-    return {"steps": trainer.state.global_step, "resumed_from": str(resume) if resume else None,
-            "log": trainer.state.log_history}
+    out = {"steps": trainer.state.global_step, "resumed_from": str(resume) if resume else None,
+           "log": trainer.state.log_history, "first_batch": trainer.first_batch}
+    if checks:
+        out["rank_checks"] = checks[0].checks
+    return out
 
 
 def precompute_debias(suite: Any, rows: Any, processor: Any) -> int:

@@ -235,12 +235,15 @@ def pairs_dataset(pairs: list[Any], rows_by_id: dict[str, dict[str, Any]], proce
     return datasets.Dataset.from_dict(columns, features=features)
 
 
-def dpo_update(ctx: RunContext, model: Any, processor: Any, dataset: Any, rnd: int) -> dict[str, Any]:
-    """One round of TRL DPO on `dataset`; the reference is a frozen copy of the round's start."""
+def dpo_update(ctx: RunContext, model: Any, processor: Any, dataset: Any, rnd: int, worker: Any = None) -> dict[str, Any]:
+    """One round of TRL DPO on `dataset`; the reference is a frozen copy of the round's start.
+    With `worker` this process is one rank of a trainer group (`per_device_train_batch_size` pairs
+    per rank and step)."""
     from trl import DPOConfig, DPOTrainer
 
     from rl.config import check_trl_kwargs
     from rl.media_collators import with_videos
+    from rl.trainer_group import check_distributed, group_callbacks
 
     dcfg = ctx.cfg.rlaifv.dpo
     check_trl_kwargs(DPOConfig, dcfg.trl, "rlaifv.dpo.trl")
@@ -253,24 +256,78 @@ def dpo_update(ctx: RunContext, model: Any, processor: Any, dataset: Any, rnd: i
     from rl.interrupt import StopOnRequest
 
     stop = StopOnRequest(ctx.out, save=False)  # the RLAIF-V stage restarts on resume
+    checks = group_callbacks(worker)
     trainer = DPOTrainer(model=model, args=DPOConfig(**kwargs), train_dataset=dataset, processing_class=processor,
-                         callbacks=[stop])
+                         callbacks=[stop, *checks])
+    check_distributed(trainer, worker.world_size if worker else 1, f"RLAIF-V round {rnd} DPO")
     trainer.data_collator = with_videos(trainer.data_collator)  # video prompts' frames reach the processor
     trainer.train()
     stop.raise_if_stopped(f"RLAIF-V round {rnd} DPO")
-    return {"steps": trainer.state.global_step, "log": trainer.state.log_history}
+    out = {"steps": trainer.state.global_step, "log": trainer.state.log_history}
+    if checks:
+        out["rank_checks"] = checks[0].checks
+    return out
 
 
-def run(ctx: RunContext) -> dict[str, Any]:
+def load_policy(ctx: RunContext) -> tuple[Any, Any]:
+    """(model, processor) of `ctx.model_path`, vision tower frozen when configured."""
     from policies.loading import freeze_vision, load_model, load_processor
-    from rl.interrupt import check_stop
 
-    cfg = ctx.cfg.rlaifv
-    start_path = ctx.model_path  # the reference of best-of-N: the policy the stage started from
     processor = load_processor(ctx.model_path, ctx.cfg.policy.trust_remote_code)
     model = load_model(ctx.model_path, ctx.cfg.policy)
     if ctx.cfg.policy.freeze_vision:
         freeze_vision(model)
+    return model, processor
+
+
+def dpo_on_worker(worker: Any, payload: dict[str, Any], dataset: Any, rnd: int, save_to: str) -> dict[str, Any]:
+    """One rank of a DPO round's trainer group: train from the round's start (`payload`'s policy),
+    push the result to the rollout pool from rank 0 (when the run has one), save it to `save_to`
+    (rank 0)."""
+    from rl.stages.grpo import push_weights
+    from rl.trainer_group import worker_ctx
+
+    ctx = worker_ctx(payload)
+    model, processor = load_policy(ctx)
+    dpo = dpo_update(ctx, model, processor, dataset, rnd, worker)
+    sync = push_weights(ctx.engine, model, worker) if ctx.engine is not None else None
+    if worker.is_main:
+        model.save_pretrained(save_to)
+        processor.save_pretrained(save_to)
+    return {**dpo, "synced_version": sync.version if sync else None,
+            "pool_version": ctx.engine.version if ctx.engine is not None else None}
+
+
+def dpo_round(ctx: RunContext, model: Any, processor: Any, dataset: Any, rnd: int) -> dict[str, Any]:
+    """Train one round's DPO and sync the pool to the result: in this process on `model`, or on the
+    run's trainer group (`model` is None), whose rank 0 saves `rlaifv/round_K/policy`, which becomes
+    `ctx.model_path`. Returns the DPO steps and log and the synced version."""
+    from rl.trainer_group import ctx_payload, group_spec, run_group
+
+    spec = group_spec(ctx)
+    if spec is None:
+        dpo = dpo_update(ctx, model, processor, dataset, rnd)
+        return {**dpo, "synced_version": ctx.engine.sync_from_model(model).version}
+    save_to = str(ctx.out / "rlaifv" / f"round_{rnd}" / "policy")
+    out = run_group(dpo_on_worker, (ctx_payload(ctx), dataset, rnd, save_to), spec, ctx.out, f"rlaifv-round{rnd}")
+    ctx.engine.version = out.pop("pool_version")
+    ctx.model_path = ctx.engine_path = save_to
+    return out
+
+
+def run(ctx: RunContext) -> dict[str, Any]:
+    import shutil
+
+    from policies.loading import load_model, load_processor
+    from rl.interrupt import check_stop
+    from rl.trainer_group import group_spec
+
+    cfg = ctx.cfg.rlaifv
+    start_path = ctx.model_path  # the reference of best-of-N: the policy the stage started from
+    if group_spec(ctx) is None:
+        model, processor = load_policy(ctx)
+    else:  # the rounds train on the trainer group from the saved policy of the round before
+        model, processor = None, load_processor(ctx.model_path, ctx.cfg.policy.trust_remote_code)
     train = ctx.data.train.filter(lambda t: t == "description", input_columns="task")
     held = ctx.data.eval.filter(lambda t: t == "description", input_columns="task")
     held_rows = [held[i] for i in range(min(len(held), ctx.cfg.eval.max_examples or len(held)))]
@@ -290,16 +347,19 @@ def run(ctx: RunContext) -> dict[str, Any]:
         dataset.to_parquet(str(folder / "pairs.parquet"))
         if len(dataset):
             with ctx.timed(f"rlaifv/round_{rnd}/dpo"):
-                dpo = dpo_update(ctx, model, processor, dataset, rnd)
-            sync = ctx.engine.sync_from_model(model)
-            stats.update(dpo_steps=dpo["steps"], dpo_log=dpo["log"], synced_version=sync.version)
+                dpo = dpo_round(ctx, model, processor, dataset, rnd)
+            stats.update(dpo_steps=dpo["steps"], dpo_log=dpo["log"], synced_version=dpo["synced_version"])
+            stats.update({k: dpo[k] for k in ("rank_checks", "group") if k in dpo})
             total_steps += dpo["steps"]
         chair.append(_chair(ctx.engine, held_rows, cfg.mode, ctx.cfg.seed))
         stats["chair"] = chair[-1]
         rounds.append(stats)
     final = ctx.out / "policy_rlaifv"
-    model.save_pretrained(final)
-    processor.save_pretrained(final)
+    if model is not None:
+        model.save_pretrained(final)
+        processor.save_pretrained(final)
+    else:
+        shutil.copytree(ctx.model_path, final, dirs_exist_ok=True)
     ctx.model_path = ctx.engine_path = str(final)
     best = None
     if cfg.best_of_n:

@@ -109,14 +109,15 @@ class WarmupConfig:
         check_trl_kwargs(SFTConfig, self.trl, "warmup.trl")
 
 
-def sft_args(cfg: WarmupConfig, out: Path, seed: int, on_cpu: bool):
-    """The `trl.SFTConfig` of the stage: our fields, CPU-sensible defaults, then `cfg.trl`."""
+def sft_args(cfg: WarmupConfig, out: Path, seed: int, on_cpu: bool, world_size: int = 1):
+    """The `trl.SFTConfig` of the stage: our fields, CPU-sensible defaults, then `cfg.trl`.
+    `batch_size` is the global batch: each of `world_size` trainer workers takes its share."""
     from trl import SFTConfig
 
     kwargs: dict[str, Any] = {
         "output_dir": str(out / "warmup"),
         "learning_rate": cfg.learning_rate,
-        "per_device_train_batch_size": cfg.batch_size,
+        "per_device_train_batch_size": cfg.batch_size // world_size,
         "gradient_accumulation_steps": cfg.gradient_accumulation_steps,
         "max_steps": cfg.steps if cfg.steps > 0 else -1,
         "num_train_epochs": cfg.epochs,
@@ -206,20 +207,25 @@ def point_tensorboard(trainer: Any, log_dir: Path) -> None:
             callback.logging_dir = str(log_dir)
 
 
-def train(ctx: Any, cfg: WarmupConfig, model: Any, processor: Any, dataset: Any) -> dict[str, Any]:
-    """Run `trl.SFTTrainer`; returns step count, losses and seconds. `model` is trained in place."""
+def train(ctx: Any, cfg: WarmupConfig, model: Any, processor: Any, dataset: Any, worker: Any = None) -> dict[str, Any]:
+    """Run `trl.SFTTrainer`; returns step count, losses and seconds. `model` is trained in place.
+    With `worker` (`rl.trainer_group.WorkerContext`) this process is one rank of a trainer group."""
     from rl.sft_data import add_lengths
     from rl.sft_trainer import LENGTH_COLUMN, WarmupSFTTrainer
+    from rl.trainer_group import check_distributed, group_callbacks
 
     on_cpu = str(getattr(model, "device", "cpu")).startswith("cpu")
-    args = sft_args(cfg, Path(ctx.out), getattr(ctx.cfg, "seed", 0), on_cpu)
+    world = worker.world_size if worker is not None else 1
+    args = sft_args(cfg, Path(ctx.out), getattr(ctx.cfg, "seed", 0), on_cpu, world)
     if cfg.group_by_length:
         dataset = add_lengths(processor, dataset, LENGTH_COLUMN)
     from rl.interrupt import StopOnRequest
 
     stop = StopOnRequest(ctx.out, save=False)  # the warm-up restarts on resume
+    checks = group_callbacks(worker)
     trainer = WarmupSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
-                               vision_lr_scale=cfg.vision_lr_scale, callbacks=[stop])
+                               vision_lr_scale=cfg.vision_lr_scale, callbacks=[stop, *checks])
+    check_distributed(trainer, world, "warm-up")
     point_tensorboard(trainer, Path(ctx.out) / "tb" / "warmup")
     t0 = time.perf_counter()
     result = trainer.train()
@@ -227,6 +233,7 @@ def train(ctx: Any, cfg: WarmupConfig, model: Any, processor: Any, dataset: Any)
     seconds = time.perf_counter() - t0
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {
+        **({"rank_checks": checks[0].checks} if checks else {}),  # cross-rank weight checks passed
         "steps": int(trainer.state.global_step),
         "train_loss": float(result.training_loss),
         "final_train_loss": float(losses[-1]) if losses else float("nan"),
@@ -294,8 +301,6 @@ def sft_dataset(ctx: Any, cfg: WarmupConfig, processor: Any) -> Any:
 
 def run(ctx: Any) -> dict[str, Any]:
     """Train both modes with SFT, save `policy_warmup`, point `ctx.model_path` at it, evaluate."""
-    from rl.sft_data import summarize
-
     cfg = getattr(ctx.cfg, "warmup", None) or WarmupConfig()
     cfg.validate()
     self_eval = not getattr(ctx, "runner_evaluates", False)  # the pipeline runner evaluates every stage
@@ -304,15 +309,41 @@ def run(ctx: Any) -> dict[str, Any]:
             return {"enabled": False, "steps": 0}
         model, processor = load_for_training(ctx, cfg)
         return {"enabled": False, "steps": 0, **heldout_metrics(ctx, model, processor)}
-    pretrain: dict[str, Any] = {}
-    model, processor = load_for_training(ctx, cfg, pretrain)
-    dataset = sft_dataset(ctx, cfg, processor)
-    stats = train(ctx, cfg, model, processor, dataset)
-    model = merge_lora(model)  # rollout engines and later stages load plain weights
-    folder = save_policy(model, processor, Path(ctx.out) / "policy_warmup")
-    ctx.model_path = str(folder)
-    out = {**stats, "data": summarize(dataset), "policy": str(folder)}
-    out.update(pretrain)
+    from rl.trainer_group import ctx_payload, group_spec, run_group
+
+    spec = group_spec(ctx)
+    if spec is not None:  # data-parallel on a Ray Train group; the runner evaluates the saved policy
+        out = run_group(train_on_worker, (ctx_payload(ctx),), spec, ctx.out, "warmup")
+        ctx.model_path = out["policy"]
+        return out
+    model, processor, out = train_and_save(ctx, cfg)
     if self_eval:
         out.update(heldout_metrics(ctx, model, processor))
     return out
+
+
+def train_and_save(ctx: Any, cfg: WarmupConfig, worker: Any = None) -> tuple[Any, Any, dict[str, Any]]:
+    """Pretrain (when configured), SFT, and save `policy_warmup` (rank 0 of a group); points
+    `ctx.model_path` at it. Returns (model, processor, metrics)."""
+    from rl.sft_data import summarize
+
+    pretrain: dict[str, Any] = {}
+    model, processor = load_for_training(ctx, cfg, pretrain)
+    dataset = sft_dataset(ctx, cfg, processor)
+    stats = train(ctx, cfg, model, processor, dataset, worker)
+    model = merge_lora(model)  # rollout engines and later stages load plain weights
+    folder = Path(ctx.out) / "policy_warmup"
+    if worker is None or worker.is_main:
+        save_policy(model, processor, folder)
+    ctx.model_path = str(folder)
+    out = {**stats, "data": summarize(dataset), "policy": str(folder)}
+    out.update(pretrain)
+    return model, processor, out
+
+
+def train_on_worker(worker: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    """One rank of the warm-up's trainer group (`rl.trainer_group.run_group`)."""
+    from rl.trainer_group import worker_ctx
+
+    ctx = worker_ctx(payload)
+    return train_and_save(ctx, ctx.cfg.warmup, worker)[2]
