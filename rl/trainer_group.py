@@ -294,3 +294,20 @@ def worker_ctx(payload: dict[str, Any]) -> Any:
 def group_callbacks(worker: WorkerContext | None) -> list[Any]:
     """Callbacks every trainer of a group carries: the cross-rank weight check after each step."""
     return [make_rank_check()] if worker is not None and worker.distributed else []
+
+
+def save_trained(trainer: Any, model: Any, processor: Any, folder: str | Path, worker: WorkerContext | None) -> None:
+    """Save a trained policy in HF format, from any rank layout: in one process or under DDP rank 0
+    writes `model` (its full weights); under FSDP2 / ZeRO-3 every rank takes part in the trainer's
+    own gathering save (`Trainer.save_model`) and rank 0 writes. The processor is written by rank 0."""
+    from rollouts.sharded_sync import PLAIN, gather_kind
+
+    main = worker is None or worker.is_main
+    if worker is not None and worker.distributed and gather_kind(model) != PLAIN:
+        trainer.save_model(str(folder))
+    elif main:
+        model.save_pretrained(folder)
+    if main:
+        processor.save_pretrained(folder)
+    if worker is not None:
+        worker.barrier()  # the policy is on disk before any rank reads or returns it

@@ -330,7 +330,7 @@ def train_and_save(ctx: RunContext, worker: Any = None) -> dict[str, Any]:
     engine and the saved policy; `worker` makes this process one rank of a trainer group."""
     from rl.checkpoints import PipelineStateCallback, latest_complete, load_pipeline_state
     from rl.interrupt import StopOnRequest
-    from rl.trainer_group import check_distributed, group_callbacks
+    from rl.trainer_group import check_distributed, group_callbacks, save_trained
 
     cfg, gcfg = ctx.cfg, ctx.cfg.grpo
     main = worker is None or worker.is_main
@@ -358,9 +358,7 @@ def train_and_save(ctx: RunContext, worker: Any = None) -> dict[str, Any]:
     stop.raise_if_stopped("GRPO")
     push_weights(ctx.engine, model, worker)  # the last optimizer step, for evaluation and later stages
     final = ctx.out / "policy_grpo"
-    if main:
-        model.save_pretrained(final)
-        processor.save_pretrained(final)
+    save_trained(trainer, model, processor, final, worker)
     ctx.model_path = ctx.engine_path = str(final)
     out = {"steps": trainer.state.global_step, "resumed_from": str(resume) if resume else None,
            "log": trainer.state.log_history, "first_batch": trainer.first_batch}

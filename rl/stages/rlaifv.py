@@ -263,7 +263,7 @@ def dpo_update(ctx: RunContext, model: Any, processor: Any, dataset: Any, rnd: i
     trainer.data_collator = with_videos(trainer.data_collator)  # video prompts' frames reach the processor
     trainer.train()
     stop.raise_if_stopped(f"RLAIF-V round {rnd} DPO")
-    out = {"steps": trainer.state.global_step, "log": trainer.state.log_history}
+    out = {"steps": trainer.state.global_step, "log": trainer.state.log_history, "trainer": trainer}
     if checks:
         out["rank_checks"] = checks[0].checks
     return out
@@ -285,15 +285,13 @@ def dpo_on_worker(worker: Any, payload: dict[str, Any], dataset: Any, rnd: int, 
     push the result to the rollout pool from rank 0 (when the run has one), save it to `save_to`
     (rank 0)."""
     from rl.stages.grpo import push_weights
-    from rl.trainer_group import worker_ctx
+    from rl.trainer_group import save_trained, worker_ctx
 
     ctx = worker_ctx(payload)
     model, processor = load_policy(ctx)
     dpo = dpo_update(ctx, model, processor, dataset, rnd, worker)
     sync = push_weights(ctx.engine, model, worker) if ctx.engine is not None else None
-    if worker.is_main:
-        model.save_pretrained(save_to)
-        processor.save_pretrained(save_to)
+    save_trained(dpo.pop("trainer"), model, processor, save_to, worker)
     return {**dpo, "synced_version": sync.version if sync else None,
             "pool_version": ctx.engine.version if ctx.engine is not None else None}
 
@@ -307,6 +305,7 @@ def dpo_round(ctx: RunContext, model: Any, processor: Any, dataset: Any, rnd: in
     spec = group_spec(ctx)
     if spec is None:
         dpo = dpo_update(ctx, model, processor, dataset, rnd)
+        dpo.pop("trainer")
         return {**dpo, "synced_version": ctx.engine.sync_from_model(model).version}
     save_to = str(ctx.out / "rlaifv" / f"round_{rnd}" / "policy")
     out = run_group(dpo_on_worker, (ctx_payload(ctx), dataset, rnd, save_to), spec, ctx.out, f"rlaifv-round{rnd}")

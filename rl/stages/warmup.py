@@ -207,9 +207,11 @@ def point_tensorboard(trainer: Any, log_dir: Path) -> None:
             callback.logging_dir = str(log_dir)
 
 
-def train(ctx: Any, cfg: WarmupConfig, model: Any, processor: Any, dataset: Any, worker: Any = None) -> dict[str, Any]:
+def train(ctx: Any, cfg: WarmupConfig, model: Any, processor: Any, dataset: Any, worker: Any = None,
+          save_to: Path | None = None) -> dict[str, Any]:
     """Run `trl.SFTTrainer`; returns step count, losses and seconds. `model` is trained in place.
-    With `worker` (`rl.trainer_group.WorkerContext`) this process is one rank of a trainer group."""
+    With `worker` (`rl.trainer_group.WorkerContext`) this process is one rank of a trainer group;
+    with `save_to` the trained policy (LoRA merged) is saved there in HF format."""
     from rl.sft_data import add_lengths
     from rl.sft_trainer import LENGTH_COLUMN, WarmupSFTTrainer
     from rl.trainer_group import check_distributed, group_callbacks
@@ -231,6 +233,10 @@ def train(ctx: Any, cfg: WarmupConfig, model: Any, processor: Any, dataset: Any,
     result = trainer.train()
     stop.raise_if_stopped("warm-up")
     seconds = time.perf_counter() - t0
+    if save_to is not None:
+        from rl.trainer_group import save_trained
+
+        save_trained(trainer, merge_lora(model), processor, save_to, worker)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     return {
         **({"rank_checks": checks[0].checks} if checks else {}),  # cross-rank weight checks passed
@@ -330,11 +336,9 @@ def train_and_save(ctx: Any, cfg: WarmupConfig, worker: Any = None) -> tuple[Any
     pretrain: dict[str, Any] = {}
     model, processor = load_for_training(ctx, cfg, pretrain)
     dataset = sft_dataset(ctx, cfg, processor)
-    stats = train(ctx, cfg, model, processor, dataset, worker)
-    model = merge_lora(model)  # rollout engines and later stages load plain weights
     folder = Path(ctx.out) / "policy_warmup"
-    if worker is None or worker.is_main:
-        save_policy(model, processor, folder)
+    stats = train(ctx, cfg, model, processor, dataset, worker, save_to=folder)
+    model = merge_lora(model)  # rollout engines and later stages load plain weights
     ctx.model_path = str(folder)
     out = {**stats, "data": summarize(dataset), "policy": str(folder)}
     out.update(pretrain)
