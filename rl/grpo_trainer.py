@@ -36,6 +36,10 @@ optimizer step) and changes the following:
   sampler-gap metrics become the importance-sampling ratio against the behaviour policy.
 - with `length_buckets` > 1 the loss runs on length buckets of the batch, each trimmed to its own
   widths (`rl.length_buckets`): fast rows no longer pay for the deep rows' padding.
+- in a trainer group (`ray.trainer_workers`, several accelerate processes) rank 0 samples every
+  rank's groups through the pool and broadcasts them, each rank trains its contiguous share of
+  whole groups (`_sample_on_main`), weight pushes go through `rollouts.sharded_sync` (every rank
+  walks the gathers, rank 0 sends), and the `*/max` / `*/min` metrics are taken over all ranks.
 Rewards are computed once, by the sampler (which sees the raw text with think tags; TRL's decoded
 completions drop special tokens), and reach TRL through the `precomputed_reward` function.
 """

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -197,14 +198,6 @@ def worker_pids(out: Path, name: str) -> dict[int, int]:
     return pids
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run_group(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...], spec: GroupSpec, out: str | Path,
@@ -249,18 +242,35 @@ def run_group(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...], spec: Gr
     return result
 
 
-def failure_message(name: str, out: Path, exc: BaseException) -> str:
-    """What went wrong in group `name`, in one paragraph: which workers are gone, the workers' own
-    error when one raised, and how to go on."""
-    pids = worker_pids(out, name)
-    dead = [f"rank {r} (pid {p})" for r, p in pids.items() if not _alive(p)]
-    text = str(exc).strip()
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    raised = next((ln.strip() for ln in reversed(lines) if "Error" in ln and ":" in ln), lines[-1] if lines else "")
-    who = f"worker(s) {', '.join(dead)} no longer running" if dead else "a worker failed"
-    return (f"trainer group '{name}' ({len(pids)} workers) failed: {who}; {raised[:500]}. Re-run the same command to "
-            f"resume from the last complete checkpoint (worker pids: {out / 'workers'})")
+def rank_errors(text: str) -> dict[int, str]:
+    """Per rank, one line on what ended it, from Ray Train's worker-group error text (sections
+    `[Rank N Error Snippet]:`): a dead process ("died: <Ray's exit detail>") or the last exception
+    line of the traceback the rank raised."""
+    parts = re.split(r"\[Rank (\d+) Error Snippet\]:", text)
+    out: dict[int, str] = {}
+    for rank, body in zip(parts[1::2], parts[2::2], strict=True):
+        pid = re.search(r"\bpid[=:]\s*(\d+)", body)
+        if "actor died" in body or "health check failed" in body:
+            detail = re.search(r"Worker exit detail: ([^.]*)", body)
+            out[int(rank)] = (f"died (pid {pid.group(1)})" if pid else "died") + (f": {detail.group(1)}" if detail else "")
+            continue
+        lines = [ln.strip() for ln in body.splitlines() if ln.strip()]
+        raised = next((ln for ln in reversed(lines) if re.match(r"^[\w.]+(Error|Exception|Interrupt)\b", ln)),
+                      lines[-1] if lines else "failed")
+        out[int(rank)] = raised[:300]
+    return out
 
+
+def failure_message(name: str, out: Path, exc: BaseException) -> str:
+    """What went wrong in group `name`, in one line: each failed rank's reason (a dead worker is
+    named first: the others then only lost their peer) and how to go on."""
+    errors = rank_errors(str(exc))
+    dead = [r for r, why in errors.items() if why.startswith("died")]
+    order = dead + [r for r in errors if r not in dead]
+    what = "; ".join(f"rank {r} {errors[r]}" if errors[r].startswith("died") else f"rank {r}: {errors[r]}"
+                     for r in order) or str(exc).strip().splitlines()[-1][:300]
+    return (f"trainer group '{name}' ({len(worker_pids(out, name)) or '?'} workers) failed: {what}. Re-run the same "
+            f"command to resume from the last complete checkpoint (worker pids: {out / 'workers'})")
 
 # ---------------------------------------------------------------------------- stages on a group
 def group_spec(ctx: Any) -> GroupSpec | None:
@@ -311,3 +321,4 @@ def save_trained(trainer: Any, model: Any, processor: Any, folder: str | Path, w
         processor.save_pretrained(folder)
     if worker is not None:
         worker.barrier()  # the policy is on disk before any rank reads or returns it
+

@@ -209,6 +209,14 @@ class RolloutPool:
                 nbytes += sum(t.numel() * t.element_size() for t in tensors)
         return self._confirmed(version, versions, time.perf_counter() - t0, nbytes, count, 0)
 
+    def adopt_version(self, version: int) -> None:
+        """Another copy of this pool (a trainer group's rank 0, `rl.trainer_group`) pushed `version`
+        to the actors. This handle's object-store copy of the weights is an older version, so it is
+        dropped: an actor restarted later is refused with a message, never caught up to stale weights."""
+        self.version = version
+        if isinstance(self.transport, RayTransport):
+            self.transport.last_refs = []
+
     def _confirmed(self, version: int, versions: list[int], seconds: float, nbytes: int, count: int,
                    frozen: int) -> SyncStats:
         if any(v != version for v in versions):

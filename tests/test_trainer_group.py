@@ -42,6 +42,38 @@ def test_a_trainer_that_did_not_join_the_group_is_refused():
     check_distributed(SimpleNamespace(accelerator=SimpleNamespace(num_processes=2)), 2, "warm-up")
 
 
+# The shape of Ray Train 2.60's WorkerGroupError text after rank 1 was SIGKILLed mid all-reduce
+# (abridged from a real one).
+RAY_TRAIN_FAILURE = """Training failed due to worker errors:
+[Rank 0 Error Snippet]:
+Traceback (most recent call last):
+  File "rl/trainer_group.py", line 179, in _entry
+    work.wait()
+RuntimeError: [gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:5508.
+
+[Rank 1 Error Snippet]:
+A worker health check failed.
+Worker info: Worker(
+  metadata=ActorMetadata(hostname='vm', node_ip='127.0.0.1', pid=933),
+)
+The actor died unexpectedly before finishing this task.
+The actor is dead because its worker process has died. Worker exit type: SYSTEM_ERROR Worker exit detail: \
+Worker unexpectedly exits with a connection error code 2. End of file."""
+
+
+def test_failure_message_names_the_dead_rank_first_and_how_to_resume(tmp_path):
+    from rl.trainer_group import failure_message, rank_errors
+
+    errors = rank_errors(RAY_TRAIN_FAILURE)
+    assert errors[1] == "died (pid 933): Worker unexpectedly exits with a connection error code 2"
+    assert errors[0].startswith("RuntimeError: [gloo") and "Connection closed by peer" in errors[0]
+    message = failure_message("grpo", tmp_path, RuntimeError(RAY_TRAIN_FAILURE))
+    assert message.index("rank 1 died") < message.index("rank 0: RuntimeError")
+    assert "Re-run the same command to resume from the last complete checkpoint" in message
+    raised = "[Rank 0 Error Snippet]:\nTraceback:\n  x\nrl.trainer_group.TrainerGroupError: warm-up: the trainer sees 1"
+    assert rank_errors(raised) == {0: "rl.trainer_group.TrainerGroupError: warm-up: the trainer sees 1"}
+
+
 def test_config_refuses_what_a_group_cannot_split():
     from rl.config import load_train_config
     from rl.configlib import ConfigError
@@ -249,20 +281,24 @@ def _train(out: Path, *overrides: str, timeout: int = 900) -> subprocess.Complet
 @pytest.mark.ray
 @pytest.mark.vllm
 @pytest.mark.slow
-def test_two_worker_grpo_keeps_parity_and_one_process_advantages(tmp_path, tiny_model_dir):
-    """GRPO on 2 workers with one vLLM actor (the smoke config from the tiny model): every sync
-    leaves trainer and sampler within 1e-4 per token on both ranks' rows, the ranks stay equal, and
-    the first batch's rewards and advantages equal a one-process run's from the same policy."""
-    common = ("stages=[grpo]", f"policy.name_or_path={tiny_model_dir}", "grpo.steps=2", "grpo.save_steps=0")
-    group = _train(tmp_path / "two", *common, "ray.trainer_workers=2")
+def test_smoke_config_on_two_workers_keeps_parity_and_one_process_advantages(tmp_path, tiny_model_dir):
+    """The smoke config end to end (warm-up, GRPO, RLAIF-V) on 2 trainer workers with one vLLM
+    actor: every sync leaves trainer and sampler within 1e-4 per token over both ranks' rows, the
+    ranks stay equal, and GRPO's first batch (rewards, advantages) equals that of a one-process
+    GRPO run from the same warm-up policy."""
+    group = _train(tmp_path / "two", f"policy.name_or_path={tiny_model_dir}", "ray.trainer_workers=2")
     assert group.returncode == 0, group.stderr[-3000:]
-    single = _train(tmp_path / "one", *common)
-    assert single.returncode == 0, single.stderr[-3000:]
-    g = json.loads((tmp_path / "two" / "report" / "metrics.json").read_text())["grpo"]
-    s = json.loads((tmp_path / "one" / "report" / "metrics.json").read_text())["grpo"]
+    metrics = json.loads((tmp_path / "two" / "report" / "metrics.json").read_text())
+    assert {"warmup", "grpo", "rlaifv"} <= set(metrics)
+    assert metrics["warmup"]["rank_checks"] == metrics["warmup"]["steps"] == 8
+    g = metrics["grpo"]
     assert g["steps"] == 2 and g["rank_checks"] == 2 and g["group"]["workers"] == 2
     steps = [r for r in g["log"] if "loss" in r]
     assert len(steps) == 2 and all(r["parity/all/max"] <= 1e-4 for r in steps)
+    assert (tmp_path / "two" / "policy_rlaifv" / "model.safetensors").exists()
+    single = _train(tmp_path / "one", "stages=[grpo]", f"policy.name_or_path={tmp_path / 'two' / 'policy_warmup'}")
+    assert single.returncode == 0, single.stderr[-3000:]
+    s = json.loads((tmp_path / "one" / "report" / "metrics.json").read_text())["grpo"]
     assert len(g["first_batch"]["advantages"]) == 4 * 4  # prompts_per_step x num_generations, both ranks
     assert g["first_batch"]["rewards"] == s["first_batch"]["rewards"]  # the same groups were sampled
     gap = max(abs(x - y) for x, y in zip(g["first_batch"]["advantages"], s["first_batch"]["advantages"], strict=True))
@@ -294,8 +330,8 @@ def test_killed_trainer_worker_ends_the_run_clearly_and_the_rerun_resumes(tmp_pa
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 1, err[-3000:]
-    print(err.strip().splitlines()[-1])
-    assert "error: trainer group 'grpo' (2 workers) failed" in err and "Re-run the same command" in err
+    print(next(line for line in err.splitlines() if line.startswith("error:")))
+    assert "error: trainer group 'grpo' (2 workers) failed: rank 1 died" in err and "Re-run the same command" in err
     assert not (tmp_path / "stages" / "grpo.json").exists()
     again = subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]

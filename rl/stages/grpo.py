@@ -311,7 +311,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     if spec is None:
         return train_and_save(ctx)
     out = run_group(train_on_worker, (ctx_payload(ctx),), spec, ctx.out, "grpo")
-    ctx.engine.version = out.pop("pool_version")  # rank 0's pushes moved the actors on
+    ctx.engine.adopt_version(out.pop("pool_version"))  # rank 0's pushes moved the actors on
     ctx.model_path = ctx.engine_path = out.pop("policy")
     return out
 

@@ -309,7 +309,7 @@ def dpo_round(ctx: RunContext, model: Any, processor: Any, dataset: Any, rnd: in
         return {**dpo, "synced_version": ctx.engine.sync_from_model(model).version}
     save_to = str(ctx.out / "rlaifv" / f"round_{rnd}" / "policy")
     out = run_group(dpo_on_worker, (ctx_payload(ctx), dataset, rnd, save_to), spec, ctx.out, f"rlaifv-round{rnd}")
-    ctx.engine.version = out.pop("pool_version")
+    ctx.engine.adopt_version(out.pop("pool_version"))
     ctx.model_path = ctx.engine_path = save_to
     return out
 
