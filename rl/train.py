@@ -81,7 +81,8 @@ def check_rlaifv_models(cfg: TrainConfig) -> None:
 
 
 def needs_ray(cfg: TrainConfig) -> bool:
-    return cfg.ray.trainer_in_actor or (cfg.rollout.backend == "vllm" and any(s in POOL_STAGES for s in cfg.stages))
+    return (cfg.ray.trainer_in_actor or cfg.ray.trainer_workers > 1
+            or (cfg.rollout.backend == "vllm" and any(s in POOL_STAGES for s in cfg.stages)))
 
 
 def run(ctx: RunContext) -> dict:
