@@ -198,8 +198,6 @@ def worker_pids(out: Path, name: str) -> dict[int, int]:
     return pids
 
 
-
-
 def run_group(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...], spec: GroupSpec, out: str | Path,
               name: str) -> dict[str, Any]:
     """Run `fn(worker, *args)` on `spec.num_workers` Ray Train workers; rank 0's return value.
@@ -271,6 +269,7 @@ def failure_message(name: str, out: Path, exc: BaseException) -> str:
                      for r in order) or str(exc).strip().splitlines()[-1][:300]
     return (f"trainer group '{name}' ({len(worker_pids(out, name)) or '?'} workers) failed: {what}. Re-run the same "
             f"command to resume from the last complete checkpoint (worker pids: {out / 'workers'})")
+
 
 # ---------------------------------------------------------------------------- stages on a group
 def group_spec(ctx: Any) -> GroupSpec | None:
