@@ -218,13 +218,16 @@ def test_a_checkpoint_whose_save_died_is_never_the_one_resumed(tmp_path):
     args = SimpleNamespace(output_dir=str(tmp_path))
     good = PipelineStateCallback(lambda: {"filter": {}}, {"config_hash": "abc"})
     (tmp_path / "checkpoint-2").mkdir()
-    good.on_save(args, SimpleNamespace(global_step=2), TrainerControl())
+    (tmp_path / "checkpoint-2" / "model.safetensors").write_bytes(b"\0" * 64)
+    good.on_save(args, SimpleNamespace(global_step=2, is_world_process_zero=False), TrainerControl())
+    assert latest_complete(tmp_path) is None  # a trainer group's other ranks leave the marker to rank 0
+    good.on_save(args, SimpleNamespace(global_step=2, is_world_process_zero=True), TrainerControl())
     assert latest_complete(tmp_path) == tmp_path / "checkpoint-2"
     (tmp_path / "checkpoint-4").mkdir()
     (tmp_path / "checkpoint-4" / "model.safetensors").write_bytes(b"\0" * 64)  # TRL's part got written
     dying = PipelineStateCallback(lambda: {"filter": object()})
     with pytest.raises(TypeError):
-        dying.on_save(args, SimpleNamespace(global_step=4), TrainerControl())
+        dying.on_save(args, SimpleNamespace(global_step=4, is_world_process_zero=True), TrainerControl())
     assert not (tmp_path / "checkpoint-4" / "COMPLETE").exists()
     assert latest_complete(tmp_path) == tmp_path / "checkpoint-2"
     state = json.loads((tmp_path / "checkpoint-2" / "pipeline_state.json").read_text())

@@ -248,26 +248,45 @@ def _dpo_rows(ctx, processor, n: int):
 
 
 @pytest.mark.ray
+@pytest.mark.vllm
 @pytest.mark.slow
-def test_two_worker_dpo_matches_one_process_with_the_same_global_batch(tmp_path, tiny_model_dir, ray_cluster):
-    from rl.stages.rlaifv import dpo_on_worker, dpo_update, load_policy
-    from rl.trainer_group import GroupSpec, ctx_payload, run_group
+def test_two_worker_dpo_round_matches_one_process_and_reaches_the_pool(tmp_path, tiny_model_dir, rollout_pool):
+    """A DPO round on the group (`dpo_round`): the same parameters as one process with the same
+    global batch, saved as the round's policy, and pushed from rank 0 to the shared rollout actor,
+    which then scores like the saved policy."""
+    from policies.loading import PolicyConfig, load_policy
+    from policies.scoring import HFScorer
+    from rl.stages.rlaifv import dpo_round, dpo_update
+    from rl.stages.rlaifv import load_policy as load_stage_policy
+    from tests.test_rollouts_pool import _score_request
 
     common = ("rlaifv.dpo.max_steps=3", "rlaifv.dpo.learning_rate=0.05", "rlaifv.dpo.trl.optim=sgd")  # SGD: see above
     one = _ctx(tmp_path / "one", tiny_model_dir, 1, "rlaifv.dpo.per_device_train_batch_size=4", *common)
-    model, processor = load_policy(one)
+    model, processor = load_stage_policy(one)
     dataset = _dpo_rows(one, processor, 12)
     single = dpo_update(one, model, processor, dataset, 0)
     two = _ctx(tmp_path / "two", tiny_model_dir, 2, "rlaifv.dpo.per_device_train_batch_size=2", *common)
-    save_to = tmp_path / "two" / "dpo_policy"
-    group = run_group(dpo_on_worker, (ctx_payload(two), dataset, 0, str(save_to)),
-                      GroupSpec.from_ray_config(two.cfg.ray), two.out, "dpo")
-    assert single["steps"] == group["steps"] == 3 and group["rank_checks"] == 3
-    a = {k: v.detach() for k, v in model.state_dict().items()}
-    b = _params(save_to)
-    assert _max_gap({k: a[k] for k in b}, _params(tiny_model_dir)) > 1e-5  # trained
-    print(f"DPO, 2 workers vs 1 process after 3 steps: max |gap| {_max_gap({k: a[k] for k in b}, b):.2e}")
-    assert _max_gap({k: a[k] for k in b}, b) < EQUIVALENCE_TOL
+    two.engine = rollout_pool
+    request = _score_request(processor)
+    before = rollout_pool.score([request])[0].logprobs
+    try:
+        group = dpo_round(two, None, processor, dataset, 0)
+        assert single["steps"] == group["steps"] == 3 and group["rank_checks"] == 3
+        assert two.model_path == str(tmp_path / "two" / "rlaifv" / "round_0" / "policy")
+        assert group["synced_version"] == rollout_pool.version == rollout_pool.health()[0]["version"]
+        a = {k: v.detach() for k, v in model.state_dict().items()}
+        b = _params(two.model_path)
+        assert _max_gap({k: a[k] for k in b}, _params(tiny_model_dir)) > 1e-5  # trained
+        print(f"DPO, 2 workers vs 1 process after 3 steps: max |gap| {_max_gap({k: a[k] for k in b}, b):.2e}")
+        assert _max_gap({k: a[k] for k in b}, b) < EQUIVALENCE_TOL
+        saved, saved_processor, _ = load_policy(PolicyConfig(name_or_path=two.model_path))
+        after = rollout_pool.score([request])[0].logprobs
+        ref = HFScorer(saved.eval(), saved_processor).score([request])[0].logprobs
+        assert max(abs(x - y) for x, y in zip(after, ref, strict=True)) <= 1e-4  # the actor holds rank 0's push
+        assert max(abs(x - y) for x, y in zip(after, before, strict=True)) > 1e-5
+    finally:  # the session's actor goes back to the tiny model, with catch-up refs for later fault tests
+        initial, _, _ = load_policy(PolicyConfig(name_or_path=tiny_model_dir))
+        rollout_pool.sync_from_model(initial)
 
 
 # ------------------------------------------------------------------------ GRPO end to end, a kill
