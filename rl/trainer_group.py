@@ -165,6 +165,8 @@ def _entry(config: dict[str, Any]) -> None:
 
     spec: GroupSpec = config["spec"]
     os.environ.update(worker_env(spec))
+    if os.path.isdir(config["cwd"]):  # relative paths of the config mean what they mean to the runner
+        os.chdir(config["cwd"])
     threads = spec.threads or max(1, int(spec.cpus_per_worker))
     torch.set_num_threads(threads)
     ctx = ray.train.get_context()
@@ -216,7 +218,7 @@ def run_group(fn: Callable[..., dict[str, Any]], args: tuple[Any, ...], spec: Gr
     resources = {"CPU": spec.cpus_per_worker} | ({"GPU": spec.gpus_per_worker} if spec.use_gpu else {})
     trainer = TorchTrainer(
         _entry,
-        train_loop_config={"fn": fn, "args": args, "spec": spec, "out": str(out), "name": name},
+        train_loop_config={"fn": fn, "args": args, "spec": spec, "out": str(out), "name": name, "cwd": os.getcwd()},
         scaling_config=ScalingConfig(num_workers=spec.num_workers, use_gpu=spec.use_gpu, resources_per_worker=resources),
         torch_config=TorchConfig(timeout_s=int(spec.timeout_s)),
         # No automatic restart: the group's state lives in the workers' memory; the stage resumes
@@ -285,8 +287,14 @@ def ctx_payload(ctx: Any) -> dict[str, Any]:
     policy path and the rollout pool (its actor handles travel; rank 0 samples and pushes)."""
     from rl.configlib import to_dict
 
-    return {"cfg": to_dict(ctx.cfg), "out": str(ctx.out), "data": ctx.data, "model_path": ctx.model_path,
-            "engine": ctx.engine}
+    return {"cfg": to_dict(ctx.cfg), "out": str(Path(ctx.out).resolve()), "data": ctx.data,
+            "model_path": absolute_if_local(ctx.model_path), "engine": ctx.engine}
+
+
+def absolute_if_local(path: str) -> str:
+    """`path` made absolute when it names something on this machine (a hub name stays as it is):
+    Ray Train workers do not start in the runner's working directory."""
+    return str(Path(path).resolve()) if Path(path).exists() else path
 
 
 def worker_ctx(payload: dict[str, Any]) -> Any:

@@ -293,8 +293,10 @@ def test_two_worker_dpo_round_matches_one_process_and_reaches_the_pool(tmp_path,
 
 
 def _train(out: Path, *overrides: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "-m", "rl.train", "--config", SMOKE, f"output_dir={out}", "ray.num_cpus=4", *overrides],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
+    """`rl.train` on the smoke config from `out`'s parent folder with a relative output_dir, as a user
+    would run it (Ray Train workers do not start in the caller's working directory)."""
+    return subprocess.run([PY, "-m", "rl.train", "--config", SMOKE, f"output_dir={out.name}", "ray.num_cpus=4",
+                           *overrides], cwd=out.parent, env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.mark.ray
