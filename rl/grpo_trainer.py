@@ -473,6 +473,15 @@ class HybridGRPOTrainer(GRPOTrainer):
         buckets = plan_buckets(last_filled(inputs["prompt_mask"].flip(1)).tolist(),
                                last_filled(inputs["completion_mask"]).tolist(), self.length_buckets,
                                self.bucket_overhead)
+        if self.accelerator.num_processes > 1:  # every rank makes as many loss calls (collectives inside)
+            import torch
+            import torch.distributed as dist
+
+            from rl.length_buckets import split_to
+
+            count = torch.tensor([len(buckets)])
+            dist.all_reduce(count, op=dist.ReduceOp.MAX)
+            buckets = split_to(buckets, int(count.item()))
         return buckets if len(buckets) > 1 else None
 
     def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:

@@ -55,6 +55,21 @@ def plan_buckets(prompt_lens: list[int], completion_lens: list[int], max_buckets
     return [sorted(order[a:b]) for a, b in reversed(bounds)]
 
 
+def split_to(buckets: list[list[int]], count: int) -> list[list[int]]:
+    """`buckets` split until there are `count` of them (the largest bucket with two rows or more is
+    halved each time; never more buckets than rows). A trainer group needs this: TRL's loss gathers
+    its metrics across ranks once per call, so every rank must make the same number of bucket calls
+    even when its own plan has fewer buckets."""
+    out = [list(b) for b in buckets]
+    while len(out) < count:
+        big = max(range(len(out)), key=lambda i: len(out[i]))
+        if len(out[big]) < 2:
+            break
+        half = len(out[big]) // 2
+        out[big:big + 1] = [out[big][:half], out[big][half:]]
+    return out
+
+
 def last_filled(mask: Any) -> Any:
     """Per row, 1 + the index of the last nonzero entry of `mask` (0 for an empty row)."""
     import torch

@@ -48,3 +48,14 @@ def test_bucket_metrics_keep_the_step_extremes():
                              "old/max": 1})
     assert metrics == {"parity/all/max": [0.5, 3e-5], "sampling/importance_sampling_ratio/min": [0.8],
                        "entropy": [0.2, 0.4], "old/max": [7.0]}
+
+
+def test_split_to_reaches_the_group_count_keeping_every_row_once():
+    from rl.length_buckets import split_to
+
+    plan = [[0, 3], [1, 2, 4, 5, 6]]
+    out = split_to(plan, 4)
+    assert len(out) == 4 and sorted(r for b in out for r in b) == list(range(7))
+    assert out[0] == [0, 3] and all(b for b in out)  # the largest bucket is the one halved
+    assert split_to(plan, 2) == plan and split_to(plan, 1) == plan  # never fewer than it had
+    assert split_to([[0], [1]], 3) == [[0], [1]]  # no more buckets than rows
