@@ -468,12 +468,16 @@ class HybridGRPOTrainer(GRPOTrainer):
         """Row buckets of the length-bucketed loss, or None for one batch (`rl.length_buckets`)."""
         if self.length_buckets < 2 or self.loss_type != "dapo" or self.top_entropy_quantile < 1.0:
             return None
-        from rl.length_buckets import last_filled, plan_for_group
+        if self.accelerator.num_processes > 1:
+            # TRL's loss all-gathers per-row clip statistics on every call: in a trainer group each
+            # call must carry the same number of rows on every rank, which buckets cannot promise
+            # (a mismatch aborted gloo on the demo's GRPO). One batch per rank.
+            return None
+        from rl.length_buckets import last_filled, plan_buckets
 
-        # In a trainer group every rank makes as many loss calls: TRL gathers metrics inside each.
-        buckets = plan_for_group(last_filled(inputs["prompt_mask"].flip(1)).tolist(),
-                                 last_filled(inputs["completion_mask"]).tolist(), self.length_buckets,
-                                 self.bucket_overhead)
+        buckets = plan_buckets(last_filled(inputs["prompt_mask"].flip(1)).tolist(),
+                               last_filled(inputs["completion_mask"]).tolist(), self.length_buckets,
+                               self.bucket_overhead)
         return buckets if len(buckets) > 1 else None
 
     def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:

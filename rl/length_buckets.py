@@ -55,37 +55,6 @@ def plan_buckets(prompt_lens: list[int], completion_lens: list[int], max_buckets
     return [sorted(order[a:b]) for a, b in reversed(bounds)]
 
 
-def split_to(buckets: list[list[int]], count: int) -> list[list[int]]:
-    """`buckets` split until there are `count` of them (the largest bucket with two rows or more is
-    halved each time; never more buckets than rows). A trainer group needs this: TRL's loss gathers
-    its metrics across ranks once per call, so every rank must make the same number of bucket calls
-    even when its own plan has fewer buckets."""
-    out = [list(b) for b in buckets]
-    while len(out) < count:
-        big = max(range(len(out)), key=lambda i: len(out[i]))
-        if len(out[big]) < 2:
-            break
-        half = len(out[big]) // 2
-        out[big:big + 1] = [out[big][:half], out[big][half:]]
-    return out
-
-
-def plan_for_group(prompt_lens: list[int], completion_lens: list[int], max_buckets: int,
-                   overhead: float = 0.0) -> list[list[int]]:
-    """`plan_buckets` of this rank's rows; in a torch process group, split (`split_to`) to the
-    largest bucket count of any rank, so every rank runs as many loss calls."""
-    buckets = plan_buckets(prompt_lens, completion_lens, max_buckets, overhead)
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        import torch
-
-        count = torch.tensor([len(buckets)])
-        dist.all_reduce(count, op=dist.ReduceOp.MAX)
-        buckets = split_to(buckets, int(count.item()))
-    return buckets
-
-
 def last_filled(mask: Any) -> Any:
     """Per row, 1 + the index of the last nonzero entry of `mask` (0 for an empty row)."""
     import torch

@@ -50,48 +50,24 @@ def test_bucket_metrics_keep_the_step_extremes():
                        "entropy": [0.2, 0.4], "old/max": [7.0]}
 
 
-def test_split_to_reaches_the_group_count_keeping_every_row_once():
-    from rl.length_buckets import split_to
 
-    plan = [[0, 3], [1, 2, 4, 5, 6]]
-    out = split_to(plan, 4)
-    assert len(out) == 4 and sorted(r for b in out for r in b) == list(range(7))
-    assert out[0] == [0, 3] and all(b for b in out)  # the largest bucket is the one halved
-    assert split_to(plan, 2) == plan and split_to(plan, 1) == plan  # never fewer than it had
-    assert split_to([[0], [1]], 3) == [[0], [1]]  # no more buckets than rows
+def test_a_trainer_group_trains_one_batch_per_rank():
+    """TRL's loss all-gathers per-row statistics on every call, so in a trainer group every call must
+    carry as many rows on each rank: no buckets there (they aborted gloo on the demo's GRPO)."""
+    from types import SimpleNamespace
 
+    import torch
 
-def _group_plan_worker(rank: int, port: int, out: str) -> None:
-    import json
-    import os
+    from rl.grpo_trainer import HybridGRPOTrainer
 
-    import torch.distributed as dist
+    completion = torch.zeros(4, 50, dtype=torch.long)
+    for row, width in enumerate((2, 3, 40, 50)):
+        completion[row, :width] = 1
+    inputs = {"prompt_mask": torch.ones(4, 10, dtype=torch.long), "completion_mask": completion}
 
-    from rl.length_buckets import plan_buckets, plan_for_group
+    def fake_trainer(processes: int) -> SimpleNamespace:  # only what `_buckets` reads
+        return SimpleNamespace(length_buckets=4, loss_type="dapo", top_entropy_quantile=1.0, bucket_overhead=0.0,
+                               accelerator=SimpleNamespace(num_processes=processes))
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    # rank 0: deep and fast rows (worth several buckets); rank 1: fast rows of one length (one bucket)
-    completions = [90, 4, 60, 5, 120, 3, 30, 6] if rank == 0 else [5] * 8
-    prompts = [40] * 8
-    local = plan_buckets(prompts, completions, 4, 64.0)
-    group = plan_for_group(prompts, completions, 4, 64.0)
-    with open(f"{out}/rank{rank}.json", "w") as f:
-        json.dump({"local": len(local), "group": group}, f)
-    dist.destroy_process_group()
-
-
-def test_every_rank_of_a_group_gets_the_same_bucket_count(tmp_path):
-    """TRL's loss gathers metrics across ranks once per call: ranks whose own plans differ must still
-    make the same number of bucket calls (a mismatch aborted gloo on the demo's GRPO)."""
-    import json
-
-    import torch.multiprocessing as mp
-
-    from tests.test_pipeline import _free_port
-
-    mp.spawn(_group_plan_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert ranks[0]["local"] > 1 and ranks[1]["local"] == 1  # the plans really differ
-    assert len(ranks[0]["group"]) == len(ranks[1]["group"]) == ranks[0]["local"]
-    assert sorted(i for b in ranks[1]["group"] for i in b) == list(range(8))
+    assert len(HybridGRPOTrainer._buckets(fake_trainer(1), inputs)) > 1
+    assert HybridGRPOTrainer._buckets(fake_trainer(2), inputs) is None
