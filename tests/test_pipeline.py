@@ -68,6 +68,20 @@ def test_ray_job_submit_runs_the_smoke_job(tmp_path):
         subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
+def start_until_checkpoint(args: list[str], out: Path, step: int, output: int = subprocess.PIPE,
+                           timeout: float = 600) -> subprocess.Popen:
+    """Start `args` in its own session and return once GRPO's checkpoint-`step` is complete (asserts
+    it was written before `timeout`)."""
+    proc = subprocess.Popen(args, cwd=ROOT, env=_env(), stdout=output, stderr=output, text=True,
+                            start_new_session=True)
+    ckpt = out / "grpo" / f"checkpoint-{step}" / "COMPLETE"
+    deadline = time.monotonic() + timeout
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ckpt.exists(), "no checkpoint was written before the deadline"
+    return proc
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 @pytest.mark.vllm
@@ -79,13 +93,7 @@ def test_killed_run_resumes_from_last_complete_checkpoint(tmp_path, loop):
     args = [PY, "-m", "rl.train", "--config", SMOKE, f"output_dir={tmp_path}", "stages=[warmup,grpo]",
             "grpo.steps=4", "grpo.save_steps=1", "ray.trainer_in_actor=false",
             *(["grpo.async.enabled=true"] if loop == "async" else [])]
-    proc = subprocess.Popen(args, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    ckpt = tmp_path / "grpo" / "checkpoint-2" / "COMPLETE"
-    deadline = time.monotonic() + 600
-    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert ckpt.exists(), "no checkpoint was written before the deadline"
+    proc = start_until_checkpoint(args, tmp_path, 2, subprocess.DEVNULL)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (tmp_path / "stages" / "grpo.json").exists()

@@ -10,13 +10,12 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from tests.test_pipeline import PY, ROOT, SMOKE, _env
+from tests.test_pipeline import PY, ROOT, SMOKE, _env, start_until_checkpoint
 
 # ------------------------------------------------------------------------------------- pure parts
 
@@ -336,13 +335,7 @@ def test_killed_trainer_worker_ends_the_run_clearly_and_the_rerun_resumes(tmp_pa
     same command resumes from the last complete checkpoint and repeats no step."""
     args = [PY, "-m", "rl.train", "--config", SMOKE, f"output_dir={tmp_path}", "stages=[grpo]", "ray.num_cpus=4",
             f"policy.name_or_path={tiny_model_dir}", "grpo.steps=5", "grpo.save_steps=1", "ray.trainer_workers=2"]
-    proc = subprocess.Popen(args, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    ckpt = tmp_path / "grpo" / "checkpoint-2" / "COMPLETE"
-    deadline = time.monotonic() + 600
-    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert ckpt.exists(), "no checkpoint before the deadline"
+    proc = start_until_checkpoint(args, tmp_path, 2)
     rank1 = json.loads((tmp_path / "workers" / "grpo-rank1.json").read_text())["pid"]
     os.kill(rank1, signal.SIGKILL)
     try:
