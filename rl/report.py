@@ -218,11 +218,7 @@ def summary_md(metrics: dict[str, Any], plots: list[Path]) -> str:
     lines += _qtype_lines(metrics)
     rl = metrics.get("rlaifv") or {}
     if "chair_i" in rl:
-        cover = rl.get("cover", {})
-        lines += ["", f"RLAIF-V (labeler `{rl.get('labeler', '?')}`): CHAIRi {rl['chair_i']['before']:.3f} → "
-                      f"{rl['chair_i']['after']:.3f}, CHAIRs {rl['chair_s']['before']:.3f} → {rl['chair_s']['after']:.3f}, "
-                      f"Cover {cover.get('before', 0):.3f} → {cover.get('after', 0):.3f} (a CHAIR drop with Cover near 0 "
-                      "means the model stopped mentioning objects, not that it stopped hallucinating)"]
+        lines += rlaifv_lines(rl)
     bon = rl.get("best_of_n")
     if isinstance(bon, dict):
         rs = bon.get("random_sample", {})
@@ -232,6 +228,39 @@ def summary_md(metrics: dict[str, Any], plots: list[Path]) -> str:
     lines += ["", f"Wall time: {metrics.get('wall_seconds', 0):.0f} s", ""]
     lines += [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def rlaifv_lines(rl: dict[str, Any]) -> list[str]:
+    """The RLAIF-V paragraph: CHAIR before → after with paired-bootstrap intervals, and per round
+    the labeler's agreement with the ground truth."""
+    cover = rl.get("cover", {})
+    ch = rl.get("change") or {}
+
+    def interval(d: dict[str, Any] | None, fmt: str = "+.3f") -> str:
+        return f" (Δ {d['delta']:{fmt}} [{d['lo']:{fmt}}, {d['hi']:{fmt}}])" if d else ""
+
+    ratio = (ch.get("chair_i") or {}).get("ratio")
+    lines = ["", f"RLAIF-V (labeler `{rl.get('labeler', '?')}`, {rl.get('heldout_descriptions', '?')} held-out "
+                 f"descriptions, greedy; 95% paired-bootstrap intervals): CHAIRi {rl['chair_i']['before']:.3f} → "
+                 f"{rl['chair_i']['after']:.3f}{interval((ch.get('chair_i') or {}).get('delta'))}"
+                 + (f", after/before {ratio['after']:.2f} [{ratio['lo']:.2f}, {ratio['hi']:.2f}]" if ratio else "")
+                 + f"; CHAIRs {rl['chair_s']['before']:.3f} → {rl['chair_s']['after']:.3f}"
+                 f"{interval((ch.get('chair_s') or {}).get('delta'))}; Cover {cover.get('before', 0):.3f} → "
+                 f"{cover.get('after', 0):.3f}{interval(ch.get('cover'))} (a CHAIR drop with Cover near 0 means the "
+                 "model stopped mentioning objects, not that it stopped hallucinating)"]
+    rows = []
+    for i, r in enumerate(rl.get("rounds") or []):
+        agree = r.get("labeler_agreement") or r.get("self_labeler_agreement") or {}
+        if agree:
+            rows.append(f"| {i} | {r.get('claims', 0)} | {agree.get('accuracy') or 0:.3f} | "
+                        f"{agree.get('balanced_accuracy') or 0:.3f} | {agree.get('oracle_rejection_rate') or 0:.3f} | "
+                        f"{r.get('pairs', 0)} |")
+    if rows:
+        who = "the policy as its own labeler (not used)" if rl.get("labeler") == "oracle" else "the labeler"
+        lines += ["", f"Agreement of {who} with the ground truth on each round's claims:", "",
+                  "| round | claims | accuracy | balanced accuracy | false-claim share | pairs |", "|---|---|---|---|---|---|",
+                  *rows]
+    return lines
 
 
 def write_report(out: str | Path, metrics: dict[str, Any]) -> Path:

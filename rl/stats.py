@@ -70,6 +70,45 @@ def paired_bootstrap(before: Sequence[float], after: Sequence[float], resamples:
     return Delta(float(a.mean()), float(b.mean()), float(diff.mean()), float(lo), float(hi), n, level)
 
 
+def paired_ratio_bootstrap(num_before: Sequence[float], den_before: Sequence[float], num_after: Sequence[float],
+                           den_after: Sequence[float], resamples: int = DEFAULT_RESAMPLES, level: float = 0.95,
+                           seed: int = 0) -> dict[str, Delta]:
+    """Paired percentile bootstrap of a pooled ratio Σnum / Σden (e.g. CHAIRi = hallucinated
+    mentions / mentions) before and after, resampling items (responses to the same prompts):
+    {"delta": after − before, "ratio": after / before}, each with its interval. A resample whose
+    denominator is 0 counts its ratio as 0 (as `chair_metrics` does); a resample whose before is 0
+    is left out of the `ratio` interval."""
+    arrays = [np.asarray(x, dtype=float) for x in (num_before, den_before, num_after, den_after)]
+    n = len(arrays[0])
+    if any(a.shape != (n,) for a in arrays):
+        raise ValueError("paired_ratio_bootstrap needs four equal-length 1-D lists")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+
+    def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+        return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+    nb, db, na, da = arrays
+    before = float(ratio(np.array([nb.sum()]), np.array([db.sum()]))[0])
+    after = float(ratio(np.array([na.sum()]), np.array([da.sum()]))[0])
+    if n == 0:
+        zero = Delta(0.0, 0.0, 0.0, 0.0, 0.0, 0, level)
+        return {"delta": zero, "ratio": zero}
+    idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    rb = ratio(nb[idx].sum(axis=1), db[idx].sum(axis=1))
+    ra = ratio(na[idx].sum(axis=1), da[idx].sum(axis=1))
+    tail = (1 - level) / 2
+    lo, hi = np.quantile(ra - rb, [tail, 1 - tail])
+    ok = rb > 0
+    rel = ra[ok] / rb[ok] if ok.any() else np.array([np.nan])
+    rlo, rhi = np.quantile(rel, [tail, 1 - tail])
+    return {
+        "delta": Delta(before, after, after - before, float(lo), float(hi), n, level),
+        "ratio": Delta(1.0, after / before if before else float("nan"), after / before if before else float("nan"),
+                       float(rlo), float(rhi), n, level),
+    }
+
+
 def paired_delta(before: dict[str, float], after: dict[str, float], **kw) -> Delta:
     """`paired_bootstrap` over the keys both score maps share (e.g. question id -> 0/1)."""
     keys = sorted(set(before) & set(after))

@@ -37,9 +37,13 @@ def test_one_round_writes_pairs_and_changes_the_policy(tmp_path, tiny_model_dir,
     changed = [n for n, p in engine_model.named_parameters() if not torch.equal(p, before[n])]
     assert changed and not any("vision_model" in n for n in changed)  # synced, vision frozen
     assert "self_labeler_agreement" in rnd
-    assert set(metrics["chair_i"]) >= {"before", "after"}
+    assert set(metrics["chair_i"]) >= {"before", "after"} and metrics["round_prompts"] == "fresh"
+    assert not {str(r) for r in pairs["prompt_id"]} & set(shapes_small["train"]["id"])  # fresh scenes, not train rows
+    change = metrics["change"]
+    assert change["chair_i"]["delta"]["lo"] <= change["chair_i"]["delta"]["delta"] <= change["chair_i"]["delta"]["hi"]
+    assert change["cover"]["n"] == metrics["heldout_descriptions"] == 4
     assert Path(ctx.model_path).name == "policy_rlaifv"
     bon = metrics["best_of_n"]
-    held = min(4, sum(t == "description" for t in shapes_small["heldout"]["task"]))
+    held = len(rlaifv.heldout_descriptions(shapes_small["heldout"], 4))
     assert bon["n"] == 2 and bon["prompts"] == held > 0 and bon["failed_rollouts"] == 0 and bon["score_errors"] == 0
     assert set(bon) >= {"chair_i", "chair_s", "cover"} and set(bon["random_sample"]) == {"chair_i", "chair_s", "cover"}

@@ -416,3 +416,38 @@ def test_exists_filter_reasoning_asks_the_same_and_reads_off_its_answer():
             verdict = "a" if b["answer"] == "yes" else "no"
             assert step.endswith(f", so there is {verdict} {colour} {shape}.")
     assert seen >= 5
+
+
+def test_caption_extras_put_a_companion_into_train_descriptions_only():
+    from rl.data.scenes import companion
+    from rewards.rlaifv.hallucination import response_hallucination
+
+    clean = make_shapes(num_train_images=200, num_heldout_images=30, seed=3)
+    noisy = make_shapes(num_train_images=200, num_heldout_images=30, seed=3, caption_extras=1.0)
+    assert noisy["heldout"]["answer"] == clean["heldout"]["answer"]  # held-out references stay clean
+    changed = 0
+    for a, b in zip(clean["train"], noisy["train"], strict=True):
+        assert a["question"] == b["question"] and a["objects"] == b["objects"]  # the other draws are as before
+        if a["task"] != "description" or a["answer"] == b["answer"]:
+            continue
+        changed += 1
+        extra = response_hallucination(b["answer"], b["objects"]).hallucinated
+        scene = Scene.from_json(b["scene"])
+        assert len(extra) == 1 and extra[0] in {" ".join(companion(o.colour, o.shape)) for o in scene.objects}
+        assert len(scene.objects) < 4  # only into a free cell
+    described = sum(t == "description" for t in clean["train"]["task"])
+    assert 0.5 * described < changed < described
+
+
+def test_description_rows_are_fresh_scenes_apart_from_the_ones_to_avoid():
+    from rl.data.shapes import description_rows
+
+    cfg = ShapesConfig(seed=0)
+    first = description_rows("rlaifv-0-0", 20, cfg, set())
+    avoid = {Scene.from_json(s).signature() for s in first["scene"][:10]}
+    again = description_rows("rlaifv-0-0", 20, cfg, avoid)
+    assert not avoid & {Scene.from_json(s).signature() for s in again["scene"]}
+    assert again["scene"][10:] == first["scene"][10:]  # one stream per index: the rest unchanged
+    assert set(first["task"]) == {"description"} and set(first["question"]) == {"Describe the image."}
+    other = description_rows("rlaifv-0-1", 20, cfg, set())
+    assert other["scene"] != first["scene"]

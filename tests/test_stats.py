@@ -96,3 +96,21 @@ def test_summary_lists_each_qtype_against_the_majority_answer_prior():
     assert "| qtype | n | most common answer (share) | warmup | grpo |" in md
     assert "| count | 34 | 1 (0.41) | 0.15 / 0.18 | 0.41 / 0.41 |" in md
     assert "most common answer" not in summary_md({"grpo": {"eval": {}}}, [])  # older runs: no table
+
+
+def test_paired_ratio_bootstrap_of_a_pooled_ratio():
+    from rl.stats import paired_ratio_bootstrap
+
+    rng = random.Random(0)
+    mentions = [rng.randint(1, 4) for _ in range(200)]
+    before = [min(m, rng.randint(0, 2)) for m in mentions]
+    after = [b // 2 for b in before]  # half the hallucinations gone, same mentions
+    out = paired_ratio_bootstrap(before, mentions, after, mentions)
+    d, r = out["delta"], out["ratio"]
+    assert d.before == pytest.approx(sum(before) / sum(mentions)) and d.after == pytest.approx(sum(after) / sum(mentions))
+    assert d.hi < 0 and d.lo < d.delta < d.hi
+    assert r.lo < r.after < r.hi < 1.0
+    same = paired_ratio_bootstrap(before, mentions, before, mentions)["delta"]
+    assert same.delta == 0.0 and same.lo == 0.0 and same.hi == 0.0
+    with pytest.raises(ValueError, match="equal-length"):
+        paired_ratio_bootstrap([1], [1], [1, 2], [1, 2])

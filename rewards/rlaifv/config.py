@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from rl.configlib import FieldError
+from rl.train_labeler import LabelerTraining
 
-LABELER_KINDS: tuple[str, ...] = ("self", "oracle", "model")
+LABELER_KINDS: tuple[str, ...] = ("self", "oracle", "trained", "model")
 SPLITTER_KINDS: tuple[str, ...] = ("shapes", "model")
 
 
@@ -29,8 +30,9 @@ def _parse_spec(spec: str, plain: tuple[str, ...], what: str) -> tuple[str, str]
 
 
 def parse_labeler_spec(spec: str) -> tuple[str, str]:
-    """("self" | "oracle" | "model", model path or "") of a labeler spec; ValueError if invalid."""
-    return _parse_spec(spec, ("self", "oracle"), "labeler")
+    """("self" | "oracle" | "trained" | "model", model path or "") of a labeler spec; ValueError if
+    invalid."""
+    return _parse_spec(spec, ("self", "oracle", "trained"), "labeler")
 
 
 def parse_splitter_spec(spec: str) -> tuple[str, str]:
@@ -105,7 +107,11 @@ class RLAIFVConfig:
     mode: Literal["deep", "fast"] = "fast"  # thinking mode of the candidates (think blocks are stripped)
     splitter: str = "shapes"  # "shapes" | "model:<path-or-name>"
     splitter_temperature: float = 0.2
-    labeler: str = "self"  # "self" | "oracle" (ablation only) | "model:<path-or-name>"
+    # "self" (the policy) | "trained" (a separate tiny labeler trained here on fresh scenes'
+    # claim questions, `labeler_training`, cached) | "model:<path-or-name>" (any VLM) | "oracle"
+    # (the scene's ground truth: an ablation only)
+    labeler: str = "self"
+    labeler_training: LabelerTraining = field(default_factory=LabelerTraining)
     labeler_temperature: float = 1.0  # logits / T of the yes/no probabilities
     labeler_suffix: str = " Answer yes or no."  # appended to every claim question
     max_pairs_per_prompt: int = 2
@@ -114,6 +120,13 @@ class RLAIFVConfig:
     dpo: DPOSettings = field(default_factory=DPOSettings)
     best_of_n: bool = False  # rerank samples with the implicit DPO reward at evaluation
     best_of_n_samples: int = 4
+    # Each round describes fresh generator scenes (its own stream, never a train, RL or held-out
+    # scene) instead of the train split's memorised images; Shapes data only (other data sample
+    # the train split's description rows).
+    fresh_scenes: bool = True
+    # CHAIR on one description per held-out image (Shapes rows carry the objects of every image),
+    # not only on the split's description rows.
+    describe_every_heldout_image: bool = True
     seed: int = 0
 
     def validate(self) -> None:
@@ -141,3 +154,7 @@ class RLAIFVConfig:
             self.dpo.validate()
         except FieldError as exc:
             raise FieldError(f"dpo.{exc.field}", exc.message) from None
+        try:
+            self.labeler_training.validate()
+        except FieldError as exc:
+            raise FieldError(f"labeler_training.{exc.field}", exc.message) from None

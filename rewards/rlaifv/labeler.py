@@ -96,6 +96,16 @@ class Labeler(Protocol):
     def label(self, items: Sequence[LabelItem]) -> list[ClaimLabel]: ...
 
 
+def claim_messages(text: str, media: Sequence[Any] = (), media_last: bool = False) -> list[dict[str, Any]]:
+    """The labeler's user turn: `text` alone (the renderer puts the media first), or with
+    `media_last` the text followed by one block per image / video of `media`."""
+    if not media_last:
+        return [{"role": "user", "content": text}]
+    images, videos = split_media(list(media))
+    blocks = [{"type": "text", "text": text}, *({"type": "image"} for _ in images), *({"type": "video"} for _ in videos)]
+    return [{"role": "user", "content": blocks}]
+
+
 def _unparseable(claim: Claim, error: str, source: str) -> ClaimLabel:
     return ClaimLabel(claim, accepted=False, p_yes=math.nan, p_no=math.nan, error=error, source=source)
 
@@ -165,6 +175,9 @@ class ProbabilityLabeler:
         encode_text: `text -> ids` without special tokens (the answer words).
         source: recorded in every label ("self" or "model:<path>").
         temperature: logits / temperature before the softmax (1.0: the model's distribution).
+        media_last: put the question before the image(s) in the user turn (default: media first,
+            the chat convention). A small labeler trained that way reads the image already knowing
+            what to look for (`rl.train_labeler`).
 
     One `scorer.score` call per `label` call. Items asking the same question about the same
     images (the same claim in several samples of a prompt) are scored once.
@@ -178,6 +191,7 @@ class ProbabilityLabeler:
         source: str = "self",
         temperature: float = 1.0,
         suffix: str = ANSWER_SUFFIX,
+        media_last: bool = False,
     ):
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}")
@@ -187,6 +201,7 @@ class ProbabilityLabeler:
         self.source = source
         self.temperature = float(temperature)
         self.suffix = suffix
+        self.media_last = media_last
         self._words: tuple[list[tuple[str, tuple[int, ...]]], list[tuple[str, tuple[int, ...]]]] | None = None
 
     @classmethod
@@ -217,14 +232,14 @@ class ProbabilityLabeler:
             self._words = (yes, no)
         return self._words
 
-    def messages(self, question: str) -> list[dict[str, Any]]:
-        return [{"role": "user", "content": question.strip() + self.suffix}]
+    def messages(self, question: str, media: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        return claim_messages(question.strip() + self.suffix, media, self.media_last)
 
     def _prompt(self, item: LabelItem, memo: dict[int, str]) -> tuple[str, list[int], list[Any]]:
         """(dedupe key, prompt ids, images) of one item; raises when the prompt cannot be built."""
         images = list(item.images or [])
         key = f"{item.claim.question}\x00{images_key(images, memo)}"
-        prompt_ids = list(self.encode_prompt(self.messages(item.claim.question), images, LABEL_MODE))
+        prompt_ids = list(self.encode_prompt(self.messages(item.claim.question, images), images, LABEL_MODE))
         if not prompt_ids:
             raise ValueError("empty prompt")
         return key, prompt_ids, images
@@ -411,7 +426,9 @@ def labeler_agreement(labels: Sequence[ClaimLabel], oracle_labels: Sequence[Clai
 
     Claims unparseable on either side are left out (counted in `skipped`). "Positive" is a
     rejection (a hallucination caught): `rejection_precision` = share of the labeler's
-    rejections that are false claims, `rejection_recall` = share of false claims it rejected.
+    rejections that are false claims, `rejection_recall` = share of false claims it rejected,
+    `true_claims_accepted` = share of true claims it accepted; `balanced_accuracy` is the mean
+    of the last two.
     A ratio with a zero denominator is None.
     """
     if len(labels) != len(oracle_labels):
@@ -427,14 +444,20 @@ def labeler_agreement(labels: Sequence[ClaimLabel], oracle_labels: Sequence[Clai
     lab_rej = sum(a.rejected for a, _ in both)
     true_rej = sum(b.rejected for _, b in both)
     hits = sum(a.rejected and b.rejected for a, b in both)
+    true_acc = sum(a.accepted and b.accepted for a, b in both)
 
     def ratio(num: int, den: int) -> float | None:
         return num / den if den else None
 
+    recall_true, recall_false = ratio(true_acc, n - true_rej), ratio(hits, true_rej)
     return {
         "n": n,
         "skipped": len(labels) - n,
         "accuracy": ratio(agree, n),
+        # mean of the accuracies on true and on false claims: what `accuracy` would be on a balanced
+        # set (an accept-everything labeler scores 0.5 whatever the share of true claims)
+        "balanced_accuracy": (recall_true + recall_false) / 2 if None not in (recall_true, recall_false) else None,
+        "true_claims_accepted": recall_true,
         "rejection_precision": ratio(hits, lab_rej),
         "rejection_recall": ratio(hits, true_rej),
         "labeler_rejection_rate": ratio(lab_rej, n),

@@ -62,11 +62,19 @@ class ShapesConfig:
     motion_share: float = 0.0
     video_frames: int = 4
     video_fps: float = 2.0
+    # Language-prior hallucination in the train split's reference descriptions (what real SFT
+    # captions carry): each object has a companion it is "usually seen with" (`rl.data.scenes.
+    # companion`); when a train scene holds an object whose companion is absent and a cell is free,
+    # its description mentions the companion there with this probability. Held-out and RL
+    # references stay clean; yes/no questions are always clean. 0 = no extras.
+    caption_extras: float = 0.0
 
     def validate(self) -> None:
         for name in ("num_train_images", "num_heldout_images", "num_rl_images"):
             if getattr(self, name) < 0:
                 raise FieldError(name, f"must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.caption_extras <= 1.0:
+            raise FieldError("caption_extras", f"must be a probability in [0, 1], got {self.caption_extras!r}")
         if self.num_train_images + self.num_heldout_images == 0:
             raise FieldError("num_train_images", "the dataset would be empty (both counts are 0)")
         if self.questions_per_image < 1:

@@ -39,6 +39,13 @@ SYNONYMS: dict[str, list[str]] = {
     "yellow": ["yellow"],
     "purple": ["purple", "violet"],
 }
+def companion(colour: str, shape: str) -> tuple[str, str]:
+    """The object a "colour shape" is usually described with in the train captions' language prior
+    (`ShapesConfig.caption_extras`): the same colour, the next shape ("red circle" -> "red square",
+    "red triangle" -> "red circle")."""
+    return colour, SHAPES[(SHAPES.index(shape) + 1) % len(SHAPES)]
+
+
 # Neighbour directions in the 2x2 grid for the compositional `neighbour` question: (row, col) offset.
 NEIGHBOUR_STEPS: dict[str, tuple[int, int]] = {"right": (0, 1), "left": (0, -1), "below": (1, 0), "above": (-1, 0)}
 CELLS: tuple[tuple[int, int], ...] = ((0, 0), (0, 1), (1, 0), (1, 1))

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from rl.data.config import TASKS, ShapesConfig
 from rl.data.scenes import COLOURS, SHAPES, SYNONYMS, Scene, png_bytes, random_scene, render
-from rl.data.shapes_questions import SHORT_QTYPES, make_question, questions_for
+from rl.data.shapes_questions import SHORT_QTYPES, caption_extra, make_question, questions_for
 
 _MAX_REDRAW_ATTEMPTS = 1000
 VIDEO = {"frames": datasets.List(datasets.Image()), "fps": datasets.Value("float32")}
@@ -78,9 +78,12 @@ def _split_rows(
     split: str, scenes: list[tuple[Scene, bytes, random.Random]], cfg: ShapesConfig
 ) -> dict[str, list]:
     rows: dict[str, list] = {name: [] for name in FEATURES}
+    extras = cfg.caption_extras if split == "train" else 0.0
     for index, (scene, image, rng) in enumerate(scenes):
         image_id = f"{split}-{index:05d}"
         for j, q in enumerate(questions_for(scene, rng, cfg)):
+            if q["task"] == "description" and extras:  # its own stream: the other draws stay as they were
+                q = {**q, "answer": caption_extra(scene, random.Random(f"extras/{cfg.seed}/{image_id}/{j}"), extras)[0]}
             rows["id"].append(f"{image_id}-{j}")
             rows["image_id"].append(image_id)
             rows["images"].append([{"bytes": image, "path": None}])
@@ -128,6 +131,7 @@ def make_shapes(
     motion_share: float = 0.0,
     video_frames: int = 4,
     video_fps: float = 2.0,
+    caption_extras: float = 0.0,
 ) -> datasets.DatasetDict:
     """Generate the Shapes dataset: splits `train`, `heldout` and (when `num_rl_images` > 0) `rl`.
 
@@ -153,6 +157,7 @@ def make_shapes(
         motion_share=motion_share,
         video_frames=video_frames,
         video_fps=video_fps,
+        caption_extras=caption_extras,
     )
     cfg.validate()
     min_objects = _min_objects(cfg.task_weights)
@@ -190,6 +195,30 @@ def make_shapes(
             rows[name].extend(values)
         out[split] = datasets.Dataset.from_dict(rows, features=FEATURES)
     return datasets.DatasetDict(out)
+
+
+def description_rows(split: str, num_images: int, cfg: ShapesConfig, avoid: set[tuple]) -> datasets.Dataset:
+    """"Describe the image." rows (canonical schema, task `description`) about `num_images` fresh
+    scenes of their own random stream `split` (e.g. one per RLAIF-V round), skipping any scene
+    whose signature is in `avoid` (the held-out, train and RL scenes). Clean reference answers."""
+    min_objects = _min_objects(cfg.task_weights)
+    rows: dict[str, list] = {name: [] for name in FEATURES}
+    for index in range(num_images):
+        for attempt in range(_MAX_REDRAW_ATTEMPTS):
+            rng = _image_rng(cfg.seed, split, index, attempt)
+            scene = random_scene(rng, cfg.image_size, min_objects)
+            if scene.signature() not in avoid:
+                break
+        else:
+            raise RuntimeError(f"could not draw {split} image {index} unlike the {len(avoid)} scenes to avoid")
+        q = make_question(scene, "description", rng)
+        image_id = f"{split}-{index:05d}"
+        values = {"id": f"{image_id}-0", "image_id": image_id, "images": [{"bytes": png_bytes(render(scene)), "path": None}],
+                  "videos": [], "prompt": [{"role": "user", "content": q["question"]}], "objects": scene.names,
+                  "scene": scene.to_json(), **{k: q[k] for k in ("question", "task", "qtype", "answer", "reasoning")}}
+        for name in FEATURES:
+            rows[name].append(values[name])
+    return datasets.Dataset.from_dict(rows, features=FEATURES)
 
 
 def empty_dataset() -> datasets.Dataset:

@@ -14,6 +14,7 @@ import re
 
 from rl.data.config import PERCEPTION_QTYPES, TASKS, ShapesConfig
 from rl.data.scenes import (
+    CELL_NAMES,
     COLOURS,
     NEIGHBOUR_STEPS,
     RELATION_PHRASES,
@@ -21,11 +22,13 @@ from rl.data.scenes import (
     SIZES,
     Scene,
     SceneObject,
+    companion,
     relations,
     where_phrase,
 )
 
 SHORT_QTYPES: tuple[str, ...] = PERCEPTION_QTYPES  # the default `short_qtypes`
+DESCRIBE_QUESTION = "Describe the image."
 
 def _listing(items: list[str]) -> str:
     return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
@@ -54,7 +57,30 @@ def _opening(scene: Scene, reasoning: str) -> str:
 
 def describe(scene: Scene) -> str:
     """Reference description, e.g. "There is a red circle at the top left and a blue square ..."."""
-    return f"There is {_listing([f'a {o.name} at the {o.position}' for o in scene.objects])}."
+    return describe_items([(o.cell, o.name) for o in scene.objects])
+
+
+def describe_items(items: list[tuple[tuple[int, int], str]]) -> str:
+    """The reference description of (cell, "colour shape") items, in reading order of the cells."""
+    return f"There is {_listing([f'a {name} at the {CELL_NAMES[cell]}' for cell, name in sorted(items)])}."
+
+
+def caption_extra(scene: Scene, rng: random.Random, rate: float) -> tuple[str, str | None]:
+    """The description of `scene` with its language-prior extra (`ShapesConfig.caption_extras`):
+    with probability `rate`, when some object's companion (`rl.data.scenes.companion`) is absent
+    and a cell is free, the first such companion is mentioned at a free cell. Returns (text, the
+    extra object's name or None). Draws from `rng` only when `rate` > 0."""
+    if rate <= 0:
+        return describe(scene), None
+    present = {(o.colour, o.shape) for o in scene.objects}
+    free = [cell for cell in CELL_NAMES if all(o.cell != cell for o in scene.objects)]
+    wanted = [companion(o.colour, o.shape) for o in scene.objects]
+    extras = [c for c in wanted if c not in present]
+    if not free or not extras or rng.random() >= rate:
+        return describe(scene), None
+    colour, shape = extras[0]
+    items = [(o.cell, o.name) for o in scene.objects] + [(rng.choice(free), f"{colour} {shape}")]
+    return describe_items(items), f"{colour} {shape}"
 
 
 def _plural(n: int, word: str) -> str:
@@ -149,7 +175,7 @@ def _q_describe(scene: Scene, rng: random.Random) -> tuple[str, str, str]:
     n = len(scene.objects)
     details = " ".join(f"The {o.name} is {o.size} and sits at the {o.position}." for o in scene.objects)
     reasoning = f"I count {_plural(n, 'shape')}. {details}"
-    return "Describe the image.", describe(scene), reasoning
+    return DESCRIBE_QUESTION, describe(scene), reasoning
 
 
 def _balanced_pick(rng: random.Random, counts: dict[str, int]) -> str:

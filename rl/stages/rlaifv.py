@@ -28,13 +28,57 @@ from rollouts.types import SamplingSettings, ScoreRequest
 
 
 def _chair(engine: Any, rows: list[dict[str, Any]], mode: str, seed: int) -> dict[str, Any]:
-    from rewards.rlaifv.hallucination import chair_metrics
+    """CHAIR of greedy descriptions of `rows`, with the per-response counts the intervals resample
+    (`per_response`: hallucinated mentions, mentions, covered and ground-truth objects)."""
+    from rewards.rlaifv.hallucination import chair_metrics, response_hallucination
     from rewards.verifiers import extract_answer
 
     greedy = SamplingSettings(temperature=0.0, seed=seed)
     outs = engine.generate([row_request(r, f"chair-{r['id']}", mode, 1, greedy) for r in rows])
     texts = [extract_answer(o.completions[0].text) if o.ok and o.completions else "" for o in outs]
-    return chair_metrics(texts, [list(r["objects"]) for r in rows])
+    truths = [list(r["objects"]) for r in rows]
+    per = [response_hallucination(t, gt) for t, gt in zip(texts, truths, strict=True)]
+    return {**chair_metrics(texts, truths), "per_response": {
+        "hallucinated": [len(p.hallucinated) for p in per], "mentioned": [len(p.mentioned) for p in per],
+        "covered": [len(p.covered) for p in per], "gt": [p.n_gt for p in per]}}
+
+
+def chair_change(before: dict[str, Any], after: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+    """Paired-bootstrap 95% intervals (over the held-out descriptions) of the change in CHAIRi,
+    CHAIRs (pooled ratios: after − before and after / before) and Cover (after − before) between
+    two `_chair` results on the same rows."""
+    from rl.stats import paired_bootstrap, paired_ratio_bootstrap
+
+    b, a = before["per_response"], after["per_response"]
+    chair_i = paired_ratio_bootstrap(b["hallucinated"], b["mentioned"], a["hallucinated"], a["mentioned"], seed=seed)
+    flag = lambda xs: [1.0 if x else 0.0 for x in xs]  # noqa: E731
+    chair_s = paired_ratio_bootstrap(flag(b["hallucinated"]), flag(b["mentioned"]), flag(a["hallucinated"]),
+                                     flag(a["mentioned"]), seed=seed)
+    keep = [i for i, g in enumerate(b["gt"]) if g]
+    cover = paired_bootstrap([b["covered"][i] / b["gt"][i] for i in keep], [a["covered"][i] / a["gt"][i] for i in keep],
+                             seed=seed)
+    return {"chair_i": {k: v.to_dict() for k, v in chair_i.items()},
+            "chair_s": {k: v.to_dict() for k, v in chair_s.items()}, "cover": cover.to_dict()}
+
+
+def heldout_descriptions(eval_rows: Any, limit: int = 0) -> list[dict[str, Any]]:
+    """Held-out description prompts: the split's description rows, plus (for rows that carry
+    their ground-truth `objects`, as the Shapes split does) one "Describe the image." prompt for
+    every other single-image held-out image, so CHAIR is measured on every held-out image."""
+    from rl.data.shapes_questions import DESCRIBE_QUESTION
+
+    rows = [r for r in eval_rows if r["task"] == "description"]
+    described = {r["image_id"] for r in rows}
+    if "objects" in eval_rows.column_names:
+        for r in eval_rows:
+            if r["image_id"] in described or len(r["images"]) != 1 or r.get("videos") or not r["objects"]:
+                continue
+            described.add(r["image_id"])
+            rows.append({**r, "id": f"{r['image_id']}-describe", "question": DESCRIBE_QUESTION,
+                         "prompt": [{"role": "user", "content": DESCRIBE_QUESTION}], "task": "description",
+                         "qtype": "describe", "answer": "", "reasoning": ""})
+    rows.sort(key=lambda r: str(r["image_id"]))
+    return rows[:limit] if limit else rows
 
 
 def _scored_logprobs(scorer: Any, requests: list[ScoreRequest | None]) -> tuple[list[list[float] | None], int]:
@@ -122,28 +166,51 @@ def _sample(engine: Any, rows: list[dict[str, Any]], cfg: Any, rnd: int) -> list
     return engine.generate(reqs)
 
 
-def labeler_engine(ctx: RunContext, processor: Any) -> tuple[Any, Any]:
-    """(scorer, processor) of the configured labeler: the policy's own pool for `self`, a separate
-    engine on its own actor for `model:<path-or-name>` (`oracle` needs none)."""
-    spec = ctx.cfg.rlaifv.labeler
-    if not spec.startswith("model:"):
-        return ctx.engine, processor
-    from policies.loading import load_processor
+def make_round_labeler(ctx: RunContext, processor: Any) -> tuple[Any, dict[str, Any]]:
+    """The configured claim labeler and what to record about it: the policy's own pool (`self`),
+    a separate VLM on its own actor (`model:<path-or-name>`), the labeler trained here
+    (`trained`: `rl.train_labeler`, served in this process, it is tiny) or the ground truth
+    (`oracle`)."""
+    from rewards.rlaifv.labeler import ProbabilityLabeler, make_labeler
 
-    path = spec.split(":", 1)[1]
+    cfg = ctx.cfg.rlaifv
+    if cfg.labeler == "oracle":
+        return make_labeler("oracle"), {}
+    if cfg.labeler == "self":
+        return ProbabilityLabeler.from_processor(ctx.engine, processor, source="self", temperature=cfg.labeler_temperature,
+                                                 suffix=cfg.labeler_suffix), {}
+    from policies.loading import load_model, load_processor
+
+    if cfg.labeler == "trained":
+        from policies.hf_engine import HFEngine
+        from rl.train_labeler import ensure_labeler, make_trained_labeler
+
+        with ctx.timed("rlaifv/labeler"):
+            path, info = ensure_labeler(ctx)
+        lab_processor = load_processor(path)
+        engine = HFEngine(load_model(path, ctx.cfg.policy).eval(), lab_processor,
+                          {"fast": cfg.max_tokens, "deep": cfg.max_tokens})
+        return make_trained_labeler(engine, lab_processor, cfg.labeler_training, cfg.labeler_suffix,
+                                    cfg.labeler_temperature, max_tokens=cfg.max_tokens, seed=ctx.cfg.seed), \
+            {"path": path, **info}
+    path = cfg.labeler.split(":", 1)[1]
+    lab_processor = load_processor(path)
     if ctx.cfg.rollout.backend == "hf":
         from policies.hf_engine import HFEngine
-        from policies.loading import load_model
 
-        return HFEngine(load_model(path, ctx.cfg.policy).eval(), load_processor(path)), load_processor(path)
-    from rollouts.pool import RolloutPool
+        engine = HFEngine(load_model(path, ctx.cfg.policy).eval(), lab_processor)
+    else:
+        from rollouts.pool import RolloutPool
 
-    return RolloutPool(path, ctx.cfg.rollout), load_processor(path)
+        engine = RolloutPool(path, ctx.cfg.rollout)
+    return ProbabilityLabeler.from_processor(engine, lab_processor, source=cfg.labeler, temperature=cfg.labeler_temperature,
+                                             suffix=cfg.labeler_suffix), {"path": path}
 
 
 def build_round_pairs(engine: Any, processor: Any, rows: list[dict[str, Any]], cfg: Any, rnd: int,
-                      labeler_scorer: tuple[Any, Any] | None = None) -> tuple[list[Any], dict[str, Any]]:
-    """Sample, split, label, score and pair one round's prompts; returns (pairs, stats)."""
+                      labeler: Any = None) -> tuple[list[Any], dict[str, Any]]:
+    """Sample, split, label (with `labeler`; the policy itself when None), score and pair one
+    round's prompts; returns (pairs, stats)."""
     from rewards.rlaifv.claims import ShapesClaimSplitter
     from rewards.rlaifv.labeler import (
         LabelItem,
@@ -167,12 +234,9 @@ def build_round_pairs(engine: Any, processor: Any, rows: list[dict[str, Any]], c
             for c in claims:
                 items.append(LabelItem(c, row_images(row) + row_videos(row), row.get("scene")))
                 owners.append((str(row["id"]), k))
-    lab_engine, lab_processor = labeler_scorer or (engine, processor)
-    if cfg.labeler == "oracle":
-        labeler = make_labeler("oracle")
-    else:
-        labeler = ProbabilityLabeler.from_processor(lab_engine, lab_processor, source=cfg.labeler,
-                                                    temperature=cfg.labeler_temperature, suffix=cfg.labeler_suffix)
+    if labeler is None:
+        labeler = ProbabilityLabeler.from_processor(engine, processor, source="self", temperature=cfg.labeler_temperature,
+                                                    suffix=cfg.labeler_suffix)
     labels = labeler.label(items) if items else []
     by_resp: dict[tuple[str, int], list[Any]] = defaultdict(list)
     for owner, lab in zip(owners, labels, strict=False):
@@ -193,7 +257,7 @@ def build_round_pairs(engine: Any, processor: Any, rows: list[dict[str, Any]], c
         "no_claim_responses": built.n_no_claims, "inconsistent_responses": built.n_inconsistent,
         "candidate_pairs": built.n_candidate_pairs, "pairs": len(pairs), "length_balance_ratio": ratio,
     }  # fmt: skip
-    if cfg.labeler != "oracle" and items:
+    if labeler.source != "oracle" and items:
         stats["labeler_agreement"] = labeler_agreement(labels, make_labeler("oracle").label(items))
     elif items:  # oracle run: still measure how the policy as its own labeler would have done
         sample = items[:500]
@@ -314,6 +378,41 @@ def dpo_round(ctx: RunContext, model: Any, processor: Any, dataset: Any, rnd: in
     return out
 
 
+def heldout_rows(ctx: RunContext) -> list[dict[str, Any]]:
+    """The fixed held-out description prompts CHAIR is measured on (`eval.max_examples` caps them)."""
+    cfg = ctx.cfg.rlaifv
+    if cfg.describe_every_heldout_image:
+        return heldout_descriptions(ctx.data.eval, ctx.cfg.eval.max_examples)
+    held = ctx.data.eval.filter(lambda t: t == "description", input_columns="task")
+    return [held[i] for i in range(min(len(held), ctx.cfg.eval.max_examples or len(held)))]
+
+
+def round_prompts(ctx: RunContext) -> Any:
+    """`rnd -> rows`: each round's description prompts. Fresh generator scenes per round (stream
+    `rlaifv-<run seed>-<rlaifv.seed>-<rnd>`, never a train, RL or held-out scene) with `fresh_scenes` on Shapes data;
+    otherwise a sample of the train split's description rows."""
+    cfg = ctx.cfg.rlaifv
+    if cfg.fresh_scenes and ctx.cfg.data.source == "shapes":
+        from rl.data.shapes import description_rows
+        from rl.vision_pretrain import excluded_signatures
+
+        avoid = excluded_signatures(ctx.data.eval, ctx.data.train, getattr(ctx.data, "rl", None))
+
+        def fresh(rnd: int) -> list[dict[str, Any]]:
+            split = f"rlaifv-{ctx.cfg.seed}-{cfg.seed}-{rnd}"
+            rows = description_rows(split, cfg.prompts_per_round, ctx.cfg.data.shapes, avoid)
+            return [rows[i] for i in range(len(rows))]
+
+        return fresh
+    train = ctx.data.train.filter(lambda t: t == "description", input_columns="task")
+    rng = random.Random(cfg.seed)
+
+    def sample(rnd: int) -> list[dict[str, Any]]:
+        return [train[i] for i in rng.sample(range(len(train)), min(cfg.prompts_per_round, len(train)))]
+
+    return sample
+
+
 def run(ctx: RunContext) -> dict[str, Any]:
     import shutil
 
@@ -327,19 +426,16 @@ def run(ctx: RunContext) -> dict[str, Any]:
         model, processor = load_policy(ctx)
     else:  # the rounds train on the trainer group from the saved policy of the round before
         model, processor = None, load_processor(ctx.model_path, ctx.cfg.policy.trust_remote_code)
-    train = ctx.data.train.filter(lambda t: t == "description", input_columns="task")
-    held = ctx.data.eval.filter(lambda t: t == "description", input_columns="task")
-    held_rows = [held[i] for i in range(min(len(held), ctx.cfg.eval.max_examples or len(held)))]
-    rng = random.Random(cfg.seed)
+    held_rows = heldout_rows(ctx)
     chair = [_chair(ctx.engine, held_rows, cfg.mode, ctx.cfg.seed)]
     rounds, total_steps = [], 0
-    labeler_scorer = labeler_engine(ctx, processor)
+    labeler, labeler_info = make_round_labeler(ctx, processor)
+    next_rows = round_prompts(ctx)
     for rnd in range(cfg.rounds):
         check_stop(ctx.out, f"before RLAIF-V round {rnd}")
-        idx = rng.sample(range(len(train)), min(cfg.prompts_per_round, len(train)))
-        rows = [train[i] for i in idx]
+        rows = next_rows(rnd)
         with ctx.timed(f"rlaifv/round_{rnd}/pairs"):
-            pairs, stats = build_round_pairs(ctx.engine, processor, rows, cfg, rnd, labeler_scorer)
+            pairs, stats = build_round_pairs(ctx.engine, processor, rows, cfg, rnd, labeler)
         folder = ctx.out / "rlaifv" / f"round_{rnd}"
         folder.mkdir(parents=True, exist_ok=True)
         dataset = pairs_dataset(pairs, {str(r["id"]): r for r in rows}, processor, cfg.mode)
@@ -353,6 +449,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
         chair.append(_chair(ctx.engine, held_rows, cfg.mode, ctx.cfg.seed))
         stats["chair"] = chair[-1]
         rounds.append(stats)
+    change = chair_change(chair[0], chair[-1], seed=ctx.cfg.seed)
+    fresh = cfg.fresh_scenes and ctx.cfg.data.source == "shapes"
     final = ctx.out / "policy_rlaifv"
     if model is not None:
         model.save_pretrained(final)
@@ -369,8 +467,11 @@ def run(ctx: RunContext) -> dict[str, Any]:
             ref = load_model(start_path, ctx.cfg.policy).eval()
             best = best_of_n_eval(ctx.engine, HFScorer(ref, processor), held_rows, cfg, ctx.cfg.seed)
             del ref
+    for c in chair:  # the per-response counts went into the intervals; the metrics keep the totals
+        c.pop("per_response", None)
     return {
-        "steps": total_steps, "labeler": cfg.labeler, "rounds": rounds,
+        "steps": total_steps, "labeler": cfg.labeler, "labeler_model": labeler_info or None, "rounds": rounds,
+        "heldout_descriptions": len(held_rows), "change": change, "round_prompts": "fresh" if fresh else "train",
         "chair_i": {"before": chair[0]["chair_i"], "after": chair[-1]["chair_i"], "per_round": [c["chair_i"] for c in chair]},
         "chair_s": {"before": chair[0]["chair_s"], "after": chair[-1]["chair_s"], "per_round": [c["chair_s"] for c in chair]},
         "cover": {"before": chair[0]["cover"], "after": chair[-1]["cover"]},
