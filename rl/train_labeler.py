@@ -291,3 +291,27 @@ def train_labeler(ctx: Any, train: LabelerTraining, folder: Path, image_size: in
     shutil.rmtree(work, ignore_errors=True)
     (folder / INFO).write_text(json.dumps(info, indent=2, default=str))
     return info
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m rl.train_labeler --config CONFIG [key=value ...]`: train (or find in its cache)
+    the labeler a run of that config would use, and print its record (held-out agreement)."""
+    import argparse
+    from types import SimpleNamespace
+
+    from rl.config import load_train_config
+    from rl.data.loader import load_data
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    cfg = load_train_config(args.config, args.overrides)
+    out = Path(cfg.output_dir)
+    path, info = ensure_labeler(SimpleNamespace(cfg=cfg, out=out, data=load_data(cfg.data)))
+    print(json.dumps({"path": path, **{k: v for k, v in info.items() if k != "sft"},
+                      "sft_final_loss": info["sft"]["final_train_loss"]}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
