@@ -132,7 +132,7 @@ def test_trained_labeler_learns_to_describe_and_is_cached(tmp_path, shapes_small
     agree = info["heldout_agreement"]
     assert agree["n"] + agree["skipped"] == 16 and agree["oracle_rejection_rate"] == pytest.approx(0.5, abs=0.1)
     again_path, again = ensure_labeler(ctx)
-    assert again_path == path and again["cached"] and again["sft"] == info["sft"]
+    assert again_path == path and again["cached"] and again["sft"]["train_loss"] == info["sft"]["train_loss"]
 
     from rl.train_labeler import settings_key
 

@@ -419,8 +419,8 @@ def test_exists_filter_reasoning_asks_the_same_and_reads_off_its_answer():
 
 
 def test_caption_extras_put_a_companion_into_train_descriptions_only():
-    from rl.data.scenes import companion
     from rewards.rlaifv.hallucination import response_hallucination
+    from rl.data.scenes import companion
 
     clean = make_shapes(num_train_images=200, num_heldout_images=30, seed=3)
     noisy = make_shapes(num_train_images=200, num_heldout_images=30, seed=3, caption_extras=1.0)
