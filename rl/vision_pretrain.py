@@ -180,11 +180,23 @@ def _blank_image() -> Any:
 
 
 def excluded_signatures(*splits: Any) -> set[tuple]:
-    """Scene signatures of every row of `splits` that carries a `scene` (rows without one are skipped)."""
+    """Scene signatures of every row of `splits` that carries a `scene` (rows without one are
+    skipped); a two-image or video row contributes the scenes it is drawn from."""
+    import json
+
     from rl.data.scenes import Scene
 
-    return {Scene.from_json(text).signature() for rows in splits
-            if rows is not None and "scene" in rows.column_names for text in rows["scene"] if text}
+    out: set[tuple] = set()
+    for rows in splits:
+        if rows is None or "scene" not in rows.column_names:
+            continue
+        for text in rows["scene"]:
+            if not text:
+                continue
+            data = json.loads(text)
+            parts = data["images"] if "images" in data else [data["video"]] if "video" in data else [data]
+            out |= {Scene.from_json(json.dumps(p)).signature() for p in parts if "objects" in p}
+    return out
 
 
 def fresh_batch(rng: random.Random, n: int, image_size: int, avoid: set[tuple]) -> list[tuple[Any, list[list[int]]]]:

@@ -151,3 +151,16 @@ def test_heldout_descriptions_cover_every_heldout_image_once(shapes_small):
     native = {r["id"] for r in held if r["task"] == "description"}
     assert native <= {r["id"] for r in rows}  # the split's own description rows are kept as they are
     assert len(heldout_descriptions(held, 3)) == 3
+
+
+def test_scenes_to_avoid_include_the_two_image_and_video_rows():
+    from rl.data.shapes import make_shapes
+    from rl.vision_pretrain import excluded_signatures
+
+    data = make_shapes(num_train_images=6, num_heldout_images=4, seed=1, compare_share=0.5, motion_share=0.5)
+    held = data["heldout"]
+    media = [json.loads(s) for s, q in zip(held["scene"], held["qtype"], strict=True) if q in ("compare", "motion")]
+    assert media  # the split has such rows, whose scene JSON is not a single scene
+    avoid = excluded_signatures(held)
+    inner = [Scene.from_json(json.dumps(p)).signature() for m in media for p in m.get("images", [m.get("video")])]
+    assert inner and set(inner) <= avoid
