@@ -23,7 +23,7 @@ from typing import Any
 
 from rewards.common import images_key
 from rewards.rlaifv.claims import Claim, parse_shapes_claims
-from rewards.rlaifv.labeler import ClaimLabel, LabelItem, _unparseable, check_claim
+from rewards.rlaifv.labeler import ClaimLabel, LabelItem, _unparseable, check_claim, verdict_label
 from rl.data.scenes import CELL_NAMES, Scene, SceneObject
 from rollouts.types import RolloutRequest, SamplingSettings, split_media
 
@@ -74,7 +74,10 @@ class DescribingLabeler:
         self.seed = seed
         self.descriptions: dict[str, str] = {}
 
-    def _describe(self, items: Sequence[LabelItem]) -> dict[str, str]:
+    def _describe(self, items: Sequence[LabelItem]) -> None:
+        """Describe every distinct image of `items` not described yet (one `generate` call)."""
+        from rewards.verifiers import extract_answer
+
         memo: dict[int, str] = {}
         todo: dict[str, list[Any]] = {}
         for item in items:
@@ -90,13 +93,10 @@ class DescribingLabeler:
         outs = self.engine.generate(requests) if requests else []
         for key, out in zip(todo, outs, strict=True):
             if out.ok and out.completions:
-                from rewards.verifiers import extract_answer
-
                 self.descriptions[key] = extract_answer(out.completions[0].text)
-        return {key: self.descriptions.get(key, "") for key in todo} | self.descriptions
 
     def label(self, items: Sequence[LabelItem]) -> list[ClaimLabel]:
-        described = self._describe(items)
+        self._describe(items)
         memo: dict[int, str] = {}
         parsed: dict[str, tuple[Scene, set[tuple[str, str]]]] = {}
         out = []
@@ -106,11 +106,7 @@ class DescribingLabeler:
                 out.append(_unparseable(item.claim, "labeler: no description of the image", self.source))
                 continue
             if key not in parsed:
-                parsed[key] = inventory_scene(described[key])
-            verdict = judge(item.claim, *parsed[key])
-            if verdict is None:
-                out.append(_unparseable(item.claim, "labeler: its description cannot judge this claim", self.source))
-            else:
-                p = 1.0 if verdict else 0.0
-                out.append(ClaimLabel(item.claim, verdict, p, 1.0 - p, source=self.source))
+                parsed[key] = inventory_scene(self.descriptions[key])
+            out.append(verdict_label(item.claim, judge(item.claim, *parsed[key]), self.source,
+                                     "labeler: its description cannot judge this claim"))
         return out

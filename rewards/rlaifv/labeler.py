@@ -106,6 +106,14 @@ def claim_messages(text: str, media: Sequence[Any] = (), media_last: bool = Fals
     return [{"role": "user", "content": blocks}]
 
 
+def verdict_label(claim: Claim, verdict: bool | None, source: str, unknown: str) -> ClaimLabel:
+    """The label of a checked claim (probabilities 1/0); unparseable with `unknown` when None."""
+    if verdict is None:
+        return _unparseable(claim, unknown, source)
+    p = 1.0 if verdict else 0.0
+    return ClaimLabel(claim, verdict, p, 1.0 - p, source=source)
+
+
 def _unparseable(claim: Claim, error: str, source: str) -> ClaimLabel:
     return ClaimLabel(claim, accepted=False, p_yes=math.nan, p_no=math.nan, error=error, source=source)
 
@@ -376,11 +384,7 @@ class OracleLabeler:
             except Exception as exc:  # noqa: BLE001 - a bad scene row must not end the round
                 out.append(_unparseable(item.claim, f"oracle: {type(exc).__name__}: {exc}", self.source))
                 continue
-            if verdict is None:
-                out.append(_unparseable(item.claim, "oracle: claim cannot be checked", self.source))
-            else:
-                p = 1.0 if verdict else 0.0
-                out.append(ClaimLabel(item.claim, verdict, p, 1.0 - p, source=self.source))
+            out.append(verdict_label(item.claim, verdict, self.source, "oracle: claim cannot be checked"))
         return out
 
 
